@@ -1,0 +1,246 @@
+"""``BitPlan``: one bit-width per quantizable layer, its summaries, JSON and application.
+
+Spec (``shared/docs/mixquant-spec.md``, "Summaries of a bit-width plan"):
+
+- average bit-width: weighted by each layer's number of weights;
+- weight storage: ``sum over layers of numel * bits / 8`` bytes (weights only, biases excluded);
+- a plan is serialisable (JSON) and can be applied to a model (vanilla asymmetric PTQ:
+  round-to-nearest with the quantizer of :mod:`mixquant_lite.quant`).
+
+A plan stores the weight count of each layer next to its bits, so the summaries and a JSON
+round trip need no model and no QE table.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .quant import check_bits, quantize
+
+if TYPE_CHECKING:
+    from .qe_table import QETable
+
+__all__ = ["BitPlan"]
+
+_FORMAT = "mixquant-lite/bitplan"
+_VERSION = 1
+
+
+@dataclass(frozen=True, eq=False)
+class BitPlan:
+    """Per-layer bit-widths for the ``Conv2d``/``Linear`` weights of a model.
+
+    Attributes:
+        bits: ``{layer path: bits}`` (ints in ``1..16``), in module order.
+        numel: ``{layer path: number of weights}`` for the same layers.
+        per_channel: quantize per output channel (as the QE table was measured) when applied.
+        meta: free-form JSON-able provenance (e.g. ``{"method": "mixquant", "qem": 100.0}``).
+    """
+
+    bits: dict[str, int]
+    numel: dict[str, int]
+    per_channel: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, Mapping) or not isinstance(self.numel, Mapping):
+            raise TypeError("bits and numel must be mappings {layer: int}")
+        if not self.bits:
+            raise ValueError("a plan needs at least one layer")
+        if list(self.bits) != list(self.numel):
+            missing = sorted(set(self.bits) ^ set(self.numel))
+            if missing:
+                raise ValueError(f"bits and numel must name the same layers; differ on {missing}")
+        bits = {str(k): check_bits(v, f"bits of layer {k!r}") for k, v in self.bits.items()}
+        numel = {}
+        for k in bits:
+            n = self.numel[k]
+            if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+                raise TypeError(f"numel of layer {k!r} must be an int, got {n!r}")
+            if int(n) <= 0:
+                raise ValueError(f"numel of layer {k!r} must be positive, got {n}")
+            numel[k] = int(n)
+        object.__setattr__(self, "bits", bits)
+        object.__setattr__(self, "numel", numel)
+        object.__setattr__(self, "per_channel", bool(self.per_channel))
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    # ------------------------------------------------------------------ summaries
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.bits)
+
+    @property
+    def total_numel(self) -> int:
+        """Number of weights the plan covers."""
+        return sum(self.numel.values())
+
+    @property
+    def total_bits(self) -> int:
+        """Weight storage in bits: ``sum(numel * bits)``."""
+        return sum(self.numel[k] * b for k, b in self.bits.items())
+
+    @property
+    def avg_bits(self) -> float:
+        """Average bit-width, weighted by each layer's number of weights."""
+        return self.total_bits / self.total_numel
+
+    @property
+    def size_bytes(self) -> float:
+        """Weight storage in bytes, ``sum(numel * bits) / 8`` (biases and grids excluded)."""
+        return self.total_bits / 8
+
+    @property
+    def f32_bytes(self) -> int:
+        """Storage of the same weights in float32, ``4 * sum(numel)`` bytes."""
+        return 4 * self.total_numel
+
+    @property
+    def compression(self) -> float:
+        """``f32_bytes / size_bytes`` (32 / avg_bits)."""
+        return self.f32_bytes / self.size_bytes
+
+    def squared_error(self, table: QETable) -> float:
+        """Total squared weight error ``sum(numel * QE(layer, bits))`` of the plan under ``table``
+        (the objective of :func:`mixquant_lite.search.plan_for_budget`)."""
+        return math.fsum(self.numel[k] * table.qe(k, b) for k, b in self.bits.items())
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per layer: ``numel``, ``bits``; index ``layer``."""
+        return pd.DataFrame(
+            {"numel": list(self.numel.values()), "bits": list(self.bits.values())},
+            index=pd.Index(list(self.bits), name="layer"),
+        )
+
+    def summary(self) -> str:
+        """One line: average bits, weight storage and the ratio to float32."""
+        return (
+            f"{len(self.bits)} layers, {self.total_numel:,} weights: average {self.avg_bits:.3f} "
+            f"bits, {_fmt_bytes(self.size_bytes)} vs {_fmt_bytes(self.f32_bytes)} in f32 "
+            f"({self.compression:.2f}x smaller)"
+        )
+
+    def __repr__(self) -> str:
+        return f"BitPlan({self.summary()}, per_channel={self.per_channel})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BitPlan):
+            return NotImplemented
+        return (
+            list(self.bits.items()) == list(other.bits.items())
+            and self.numel == other.numel
+            and self.per_channel == other.per_channel
+        )
+
+    __hash__ = None  # mutable-looking dict fields: not hashable
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def uniform(cls, table: QETable, bits: int) -> BitPlan:
+        """Every layer of ``table`` at ``bits`` (any int in ``1..16``)."""
+        bits = check_bits(bits)
+        return cls(
+            dict.fromkeys(table.layers, bits),
+            dict(table.numel),
+            table.per_channel,
+            {"method": "uniform"},
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "per_channel": self.per_channel,
+            "layers": [
+                {"name": k, "numel": self.numel[k], "bits": b} for k, b in self.bits.items()
+            ],
+            "avg_bits": self.avg_bits,
+            "size_bytes": self.size_bytes,
+            "meta": self.meta,
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 2) -> str:
+        """The plan as JSON text; also written to ``path`` when given. ``avg_bits`` and
+        ``size_bytes`` are included for readers; :meth:`from_json` recomputes them."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike) -> BitPlan:
+        """A plan from JSON text or from a file path holding it.
+
+        Raises:
+            ValueError: not a BitPlan document (the message says what is wrong).
+        """
+        text = str(source)
+        if isinstance(source, os.PathLike) or not text.lstrip().startswith("{"):
+            text = Path(source).read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON: {e}") from None
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError(f"not a BitPlan document (expected format {_FORMAT!r})")
+        if data.get("version") != _VERSION:
+            raise ValueError(f"unsupported BitPlan version {data.get('version')!r}")
+        try:
+            layers = data["layers"]
+            bits = {e["name"]: e["bits"] for e in layers}
+            numel = {e["name"]: e["numel"] for e in layers}
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed BitPlan layers: {e!r}") from None
+        if len(bits) != len(layers):
+            raise ValueError("BitPlan document names a layer twice")
+        return cls(bits, numel, bool(data.get("per_channel", False)), data.get("meta") or {})
+
+    # ------------------------------------------------------------------ application
+    def apply(self, model: nn.Module) -> nn.Module:
+        """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
+        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.quantize`, with
+        this plan's ``per_channel``). Biases and unplanned layers are left as they are.
+
+        Raises:
+            ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``
+                or has a different number of weights (the message names the layer).
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        modules = dict(model.named_modules())
+        missing = [name for name in self.numel if name not in modules]
+        if missing:
+            more = f" (nor are {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ValueError(f"layer {missing[0]!r} of the plan is not in the model{more}")
+        for name, n in self.numel.items():
+            m = modules[name]
+            if not isinstance(m, (nn.Conv2d, nn.Linear)):
+                raise ValueError(f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
+            if m.weight.numel() != n:
+                raise ValueError(
+                    f"layer {name!r} has {m.weight.numel()} weights, the plan expects {n}"
+                )
+        out = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, b in self.bits.items():
+                w = out.get_submodule(name).weight
+                w.copy_(quantize(w, b, per_channel=self.per_channel))
+        return out
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:.2f} {unit}"
+    return f"{n:.0f} B"

@@ -1,0 +1,28 @@
+"""BRECQ for mixquant-lite: BatchNorm folding, AdaRound, learned-step activation quantization and
+block reconstruction, driven by a per-layer bit-width plan.
+
+The public entry point is :func:`brecq` (re-exported as ``mixquant_lite.brecq``). The subpackage
+is called ``recon`` so that ``mixquant_lite.brecq`` can be the function.
+"""
+from .act_quant import ActQuantizer
+from .adaround import AdaRoundQuantizer, weight_qparams
+from .api import DEFAULTS, BrecqReport, UnitResult, brecq, resolve_bits
+from .block_recon import LinearTempDecay, find_units, quantizable_layer_names
+from .fold_bn import check_folding, fold_bn, fold_conv_bn
+
+__all__ = [
+    "brecq",
+    "BrecqReport",
+    "UnitResult",
+    "DEFAULTS",
+    "resolve_bits",
+    "fold_bn",
+    "fold_conv_bn",
+    "check_folding",
+    "AdaRoundQuantizer",
+    "weight_qparams",
+    "ActQuantizer",
+    "LinearTempDecay",
+    "find_units",
+    "quantizable_layer_names",
+]

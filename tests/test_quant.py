@@ -1,0 +1,209 @@
+"""The quantizer of shared/docs/mixquant-spec.md: exact agreement with PyTorch's fused kernels and
+with an independent float32/float64 re-implementation of the spec, and input validation."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mixquant_lite.quant import check_bit_list, check_bits, qe, qparams, quantize
+
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Small tensors: two OpenMP threads only add synchronisation, which stalls badly when the
+    # (2-core) test machine is busy. The numbers do not depend on it.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+def spec_round_trip(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
+    """The spec's quantizer written independently in numpy, with the fused kernels' float32
+    arithmetic (x * (1/s) in float32, round half to even, (q - z) * s in float32)."""
+    x = w.astype(np.float32)
+    flat = x.reshape(x.shape[0], -1) if per_channel else x.reshape(1, -1)
+    qmax = 2**bits - 1
+    lo = np.minimum(flat.min(1).astype(np.float64), 0.0)
+    hi = np.maximum(flat.max(1).astype(np.float64), 0.0)
+    s = np.maximum((hi - lo) / qmax, 2.0**-100).astype(np.float32)
+    z = np.clip(np.rint(-lo / s.astype(np.float64)), 0, qmax)
+    inv = (np.float32(1) / s)[:, None]
+    q = np.clip(np.rint(flat * inv) + z[:, None], 0, qmax)
+    return ((q - z[:, None]).astype(np.float32) * s[:, None]).reshape(x.shape)
+
+
+@st.composite
+def weights(draw, dtypes=("float32", "float16", "bfloat16", "float64")):
+    """Small tensors of many shapes and magnitudes (tiny, ordinary, large, constant)."""
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5))
+    dtype = draw(st.sampled_from(dtypes))
+    mag = draw(st.sampled_from([1e-38, 1e-20, 1e-6, 1.0, 1e4, 1e20, 1e30]))
+    if dtype == "float16":
+        mag = min(max(mag, 1e-3), 1e4)  # stay inside float16's range
+    kind = draw(st.sampled_from(["random", "random", "constant", "zeros", "levels"]))
+    n = int(np.prod(shape))
+    if kind == "random":
+        vals = draw(hnp.arrays(np.float64, n, elements=st.floats(-1, 1, width=32)))
+    elif kind == "constant":
+        vals = np.full(n, draw(st.floats(-1, 1, width=32)))
+    elif kind == "zeros":
+        vals = np.zeros(n)
+    else:  # values on a coarse grid: exact ties at half steps are likely
+        vals = draw(hnp.arrays(np.float64, n, elements=st.integers(-8, 8))) / 8.0
+    w = torch.tensor(vals * mag, dtype=torch.float64).reshape(shape)
+    return w.to(getattr(torch, dtype))
+
+
+# --------------------------------------------------------------------------- exactness
+
+
+@SETTINGS
+@given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans())
+def test_quantize_matches_fused_kernels_and_the_spec(w, bits, per_channel):
+    try:
+        out = quantize(w, bits, per_channel=per_channel)
+    except ValueError as e:  # only a float32 step that overflows may be refused
+        assert "too large" in str(e)
+        assume(False)
+    assert out.shape == w.shape and out.dtype == w.dtype and out.device == w.device
+    scale, zp = qparams(w, bits, per_channel=per_channel)
+    x = w.float()
+    if per_channel:
+        ref = torch.fake_quantize_per_channel_affine(x, scale, zp, 0, 0, 2**bits - 1)
+    else:
+        ref = torch.fake_quantize_per_tensor_affine(x, scale.item(), int(zp), 0, 2**bits - 1)
+    assert torch.equal(out, ref.to(w.dtype))
+    spec = torch.from_numpy(spec_round_trip(x.numpy(), bits, per_channel)).to(w.dtype)
+    assert torch.equal(out, spec)
+
+
+@SETTINGS
+@given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans())
+def test_qe_matches_a_float64_reference(w, bits, per_channel):
+    # fp16/bf16 weights are measured in float32: W upcast, W_hat as the float32 kernel gives it
+    try:
+        w_hat = quantize(w.float(), bits, per_channel=per_channel)
+    except ValueError:
+        assume(False)
+    x = w.float().double().numpy()
+    ref = float(np.mean((x - w_hat.double().numpy()) ** 2))
+    got = qe(w, bits, per_channel=per_channel)
+    assert isinstance(got, float) and math.isfinite(got)
+    assert got == pytest.approx(ref, rel=1e-6, abs=0.0)
+
+
+def test_qparams_shapes_and_dtypes():
+    w = torch.randn(6, 3, 3, 3)
+    s, z = qparams(w, 4)
+    assert s.shape == () and s.dtype == torch.float32 and z.dtype == torch.int32
+    s, z = qparams(w, 4, per_channel=True)
+    assert s.shape == (6,) and z.shape == (6,) and z.dtype == torch.int32
+    assert ((z >= 0) & (z <= 15)).all()
+
+
+def test_zero_and_constant_tensors():
+    z = torch.zeros(4, 5)
+    assert torch.equal(quantize(z, 3), z) and qe(z, 3) == 0.0
+    assert qe(z, 3, per_channel=True) == 0.0
+    c = torch.full((10,), 0.7)
+    # range [0, 0.7]: the top level is 0.7 up to the float32 rounding of the step
+    assert qe(c, 4) <= (0.7 * 2**-23) ** 2
+    assert torch.isfinite(quantize(c, 1)).all()
+
+
+def test_large_magnitudes_use_float64_range_arithmetic():
+    w = torch.tensor([-3e38, 0.0, 3e38])
+    assert torch.isfinite(quantize(w, 8)).all()  # hi - lo overflows float32, not float64
+    with pytest.raises(ValueError, match="too large"):
+        quantize(w, 1)  # a 6e38 step is not a float32
+
+
+def test_half_precision_is_measured_in_float32():
+    w = torch.randn(64, 32)
+    for dt in (torch.float16, torch.bfloat16):
+        wh = w.to(dt)
+        assert qe(wh, 4) == pytest.approx(qe(wh.float(), 4), rel=1e-12)
+        assert torch.equal(quantize(wh, 4), quantize(wh.float(), 4).to(dt))
+
+
+def test_roundoff_error_is_about_s2_over_12():
+    # spec, "useful fact": uniform rounding error when the step is small next to the spread
+    w = torch.rand(200_000) * 2 - 1
+    s, _ = qparams(w, 8)
+    assert qe(w, 8) == pytest.approx(s.item() ** 2 / 12, rel=0.02)
+    assert qe(w, 4) / qe(w, 8) == pytest.approx((255 / 15) ** 2, rel=0.05)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("bad", [0, 17, -3])
+def test_bits_out_of_range(bad):
+    with pytest.raises(ValueError, match="bits"):
+        quantize(torch.randn(3), bad)
+    with pytest.raises(ValueError, match="bits"):
+        qe(torch.randn(3), bad)
+
+
+@pytest.mark.parametrize("bad", [4.0, "4", True, None])
+def test_bits_not_an_int(bad):
+    with pytest.raises(TypeError, match="bits"):
+        check_bits(bad)
+
+
+def test_numpy_int_bits_are_fine():
+    assert check_bits(np.int64(5)) == 5
+
+
+def test_bit_lists():
+    assert check_bit_list(range(2, 9)) == (2, 3, 4, 5, 6, 7, 8)
+    assert check_bit_list([8, 2, 4]) == (2, 4, 8)
+    with pytest.raises(ValueError, match="empty"):
+        check_bit_list([])
+    with pytest.raises(ValueError, match="duplicated"):
+        check_bit_list([2, 4, 4])
+    with pytest.raises(TypeError):
+        check_bit_list(8)
+    with pytest.raises(ValueError):
+        check_bit_list([2, 20])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights(bad):
+    w = torch.randn(10)
+    w[3] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        quantize(w, 4)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        qe(w, 4, per_channel=True)
+
+
+def test_bad_tensors():
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        quantize([1.0, 2.0], 4)
+    with pytest.raises(TypeError, match="floating-point"):
+        quantize(torch.arange(5), 4)
+    with pytest.raises(ValueError, match="empty"):
+        quantize(torch.empty(0), 4)
+    with pytest.raises(ValueError, match="per_channel"):
+        quantize(torch.tensor(1.0), 4, per_channel=True)
+    with pytest.raises(ValueError, match="range_method"):
+        quantize(torch.randn(3), 4, range_method="mse")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    w = torch.randn(32, 16, 3, 3)
+    for pc in (False, True):
+        a = quantize(w, 3, per_channel=pc)
+        b = quantize(w.cuda(), 3, per_channel=pc)
+        assert b.is_cuda and torch.equal(a, b.cpu())
+        assert qe(w.cuda(), 3, per_channel=pc) == pytest.approx(qe(w, 3, per_channel=pc),
+                                                                rel=1e-9)
