@@ -61,6 +61,7 @@ __all__ = [
     "unpaired_rows",
     "act_label",
     "uniform_gap",
+    "summarize_gaps",
 ]
 
 
@@ -768,3 +769,19 @@ def uniform_gap(df: pd.DataFrame, tol: float = 0.1) -> pd.DataFrame:
                                       "weight_bits", "top1", "uniform_curve", "gap", "between"])
     out["act_bits"] = out["act_bits"].astype("Int64")
     return out
+
+
+def summarize_gaps(gaps: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
+    """Tally the rows of :func:`uniform_gap` that lie between uniform points.
+
+    One row per (``quantizer``, ``search``): ``rows``, ``above`` / ``on`` / ``below`` the uniform
+    line (``on`` = within ``tol`` points: 1 test image in 1,000 is 0.1 points) and ``mean_gap``.
+    """
+    g = gaps[gaps["between"].astype(bool)]
+    rows = []
+    for (quantizer, search), d in g.groupby(["quantizer", "search"], sort=False):
+        rows.append(dict(quantizer=quantizer, search=search, rows=len(d),
+                         above=int((d["gap"] > tol).sum()), on=int((d["gap"].abs() <= tol).sum()),
+                         below=int((d["gap"] < -tol).sum()), mean_gap=float(d["gap"].mean())))
+    return pd.DataFrame(rows, columns=["quantizer", "search", "rows", "above", "on", "below",
+                                       "mean_gap"])

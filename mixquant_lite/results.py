@@ -443,7 +443,9 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
 
     # --- brecq section: first and last layer at 8 bits for every method.
     mixed_act_bits = settings.get("mixed_act_bits")
+    brecq_batch = min(32, settings["n_calib"])  # the recipe's 32; tiny test sets use all
     brecq_kw = dict(iters=settings["iters"], n_calib=settings["n_calib"], seed=seed,
+                    batch_size=brecq_batch,
                     per_channel=per_channel, progress=progress)
     brecq_cache: dict[tuple, tuple[float, float, str]] = {}
     brecq_reports: dict[str, Any] = {}
@@ -522,7 +524,7 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
     prov = dict(
         model=setup.model_tag, dataset=setup.dataset_tag, command=command, quick=quick,
         brecq_settings=dict(**{k: v for k, v in settings.items() if k != "mixed_act_bits"},
-                            batch_size=32, first_last_bits=8, seed=seed,
+                            batch_size=brecq_batch, first_last_bits=8, seed=seed,
                             per_channel=per_channel, weight_range="mse", act_bits=list(act_bits),
                             mixed_act_bits=settings.get("mixed_act_bits")),
         eval=setup.eval_desc, calibration=setup.calib_desc, git_commit=_git_commit(),

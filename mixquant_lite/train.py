@@ -2,9 +2,9 @@
 
     OMP_NUM_THREADS=1 python -m mixquant_lite.train   # 20 epochs, ~5-9 min on 2 CPU cores
 
-Seeded (torch, numpy), single process. Augmentation: random shifts of up to 2 pixels
-(crop of a background-padded image). SGD with momentum 0.9, Nesterov, weight decay 5e-4, one-cycle cosine
-learning rate peaking at 0.1, batch 128.
+Seeded (torch, numpy), single process. Augmentation: random shifts of up to 2 pixels (crop of
+a background-padded image). SGD with momentum 0.9, Nesterov, weight decay 5e-4, one-cycle
+cosine learning rate peaking at 0.1, batch 128.
 """
 from __future__ import annotations
 

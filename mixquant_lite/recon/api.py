@@ -197,7 +197,7 @@ def brecq(
     batch_size: int = DEFAULTS["batch_size"],
     seed: int = 0,
     first_last_bits: int | None = DEFAULTS["first_last_bits"],
-    per_channel: bool = False,
+    per_channel: bool | None = None,
     weight_range: str = DEFAULTS["weight_range"],
     fold_bn: bool = True,
     reg_weight: float = DEFAULTS["reg_weight"],
@@ -229,7 +229,8 @@ def brecq(
         seed: seeds the mini-batch sampling; runs on CPU are deterministic.
         first_last_bits: bit-width forced on the first and last quantizable layers (in execution
             order) as in the BRECQ recipe; ``None`` keeps the plan's.
-        per_channel: one grid per output channel instead of per tensor.
+        per_channel: one grid per output channel instead of per tensor; ``None`` takes the
+            plan's ``per_channel`` attribute when it has one (a ``BitPlan``), else per tensor.
         weight_range: ``"mse"`` (recipe: range shrunk to minimise the L2.4 error) or
             ``"minmax"`` (the QE table's range).
         fold_bn: fold BatchNorm into the preceding convolutions first (the recipe; quantizing
@@ -273,6 +274,8 @@ def brecq(
     if not (reg_weight >= 0 and lr > 0 and act_lr > 0 and min(beta) > 0):
         raise ValueError("reg_weight must be >= 0 and lr, act_lr and beta positive")
     bits = resolve_bits(plan_or_bits, names)
+    if per_channel is None:
+        per_channel = bool(getattr(plan_or_bits, "per_channel", False))
 
     device = model_device(model)
     dtype = next(model.parameters()).dtype

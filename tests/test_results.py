@@ -1,0 +1,156 @@
+"""The results table (``mixquant-lite reproduce``): offline default with tiny settings, the
+Colab/ImageNet path on small local fixtures in the real folder layouts, and the CLI glue."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from mixquant_lite import results
+from mixquant_lite.data import IMAGENETTE_WNIDS
+from mixquant_lite.models import data_dir, resnet20
+
+TINY = dict(iters=2, n_calib=32, act_bits=(None,), vanilla_bits=(8, 2), brecq_bits=(2,),
+            brecq_between=(), qem_grid=(4096.0,), progress=False, verbose=False, device="cpu",
+            workers=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _n_weights(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def _write_images(folder, wnids, n_per_class, size=40, seed=0):
+    """A few random RGB images per class, JPEG and PNG, in ImageFolder layout."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    for c, wnid in enumerate(wnids):
+        d = folder / wnid
+        d.mkdir(parents=True)
+        for i in range(n_per_class):
+            arr = (torch.rand(size, size + 8, 3, generator=gen) * 255).to(torch.uint8).numpy()
+            ext = "JPEG" if i % 2 == 0 else "png"
+            Image.fromarray(arr).save(d / f"{wnid}_{c}_{i}.{ext}")
+
+
+def test_offline_default_table(tmp_path):
+    pretrained = (data_dir() / "resnet20-mnist5k.pt").is_file()
+    df = results.reproduce(out_dir=tmp_path, pretrained=pretrained, command="pytest", **TINY)
+    assert list(df.columns) == results.COLUMNS
+    csv, md, js = (tmp_path / f"mnist5k-resnet20-mnist5k{s}" for s in (".csv", ".md", ".json"))
+    assert csv.is_file() and md.is_file() and js.is_file()
+    back = pd.read_csv(csv)
+    assert len(back) == len(df) and list(back.columns) == results.COLUMNS
+
+    methods = set(df["method"])
+    assert {"FP32", "vanilla", "MixQuant + vanilla", "budget + vanilla", "BRECQ",
+            "MixQuant + BRECQ", "budget + BRECQ"} <= methods
+    n_weights = _n_weights(resnet20())
+    fp = df[df["method"] == "FP32"].iloc[0]
+    assert fp["weight_bits"] == 32 and fp["weight_MB"] == pytest.approx(n_weights * 4 / 1e6)
+    v8 = df[(df["method"] == "vanilla") & (df["weight_bits"] == 8)].iloc[0]
+    assert v8["weight_MB"] == pytest.approx(n_weights / 1e6)
+    assert df["top1"].between(0, 100).all()
+    # BRECQ rows keep first/last at 8: average just above 2 bits, compared at matched width.
+    brecq_rows = df[df["method"].str.contains("BRECQ")]
+    assert (brecq_rows["weight_bits"] - 2.017).abs().max() < 0.01
+    assert brecq_rows["matched"].dropna().str.startswith("yes").all()
+    # The same plan is not reconstructed twice: its rows say so and reuse the result.
+    same = brecq_rows[brecq_rows["note"].fillna("").str.startswith("same plan")]
+    assert len(same) >= 1 and (same["top1"] == brecq_rows.iloc[0]["top1"]).all()
+
+    text = md.read_text()
+    assert "| section | method |" in text and "git commit" in text and "torch" in text
+    assert "`pytest`" in text
+    prov = json.loads(js.read_text())["provenance"]
+    assert prov["brecq_settings"]["iters"] == 2 and prov["torch"] == torch.__version__
+    if pretrained:
+        assert fp["top1"] > 95
+
+
+def test_matched_column():
+    assert results._matched(3.05, 3.0) == "yes (+0.05)"
+    assert results._matched(3.3, 3.0).startswith("no: +0.30 bit (bigger)")
+    assert results._matched(2.8, 3.0).startswith("no: -0.20 bit (smaller)")
+
+
+def test_imagenette_layout_resnet18(tmp_path, monkeypatch, no_network):
+    """Colab path end to end on a fixture in Imagenette's layout (no download: it is found)."""
+    root = tmp_path / "cache"
+    wnids = list(IMAGENETTE_WNIDS)[:2]
+    _write_images(root / "imagenette2-160" / "train", wnids, 3)
+    _write_images(root / "imagenette2-160" / "val", wnids, 2, seed=1)
+    monkeypatch.setenv("MIXQUANT_LITE_CACHE", str(root))
+    kw = {**TINY, "n_calib": 4}
+    df = results.reproduce("resnet18", "imagenette", out_dir=tmp_path / "out", pretrained=False,
+                           image_size=32, batch_size=4, **kw)
+    assert (tmp_path / "out" / "imagenette-resnet18.csv").is_file()
+    assert (tmp_path / "out" / "imagenette-resnet18.md").is_file()
+    fp = df[df["method"] == "FP32"].iloc[0]
+    assert fp["weight_MB"] == pytest.approx(_n_weights(resnet18(weights=None)) * 4 / 1e6)
+    assert "BRECQ" in set(df["method"])
+    prov = df.attrs["provenance"]
+    assert "Imagenette-160 val (4 images" in prov["eval"]
+    assert prov["calibration"].startswith("4 Imagenette-160 training images")
+
+
+def test_imagenet_folder_without_train_split(tmp_path):
+    """``imagenet:/path``: with no sibling train folder, calibration images are a seeded sample
+    of the folder and are left out of the evaluation."""
+    val = tmp_path / "val"
+    _write_images(val, list(IMAGENETTE_WNIDS)[2:4], 4)
+    kw = {**TINY, "n_calib": 3}
+    df = results.reproduce("resnet18", f"imagenet:{val}", out_dir=tmp_path / "out",
+                           pretrained=False, image_size=32, batch_size=8, **kw)
+    prov = df.attrs["provenance"]
+    assert "(5 images)" in prov["eval"] and "excluded from evaluation" in prov["calibration"]
+    assert (tmp_path / "out" / "imagenet-resnet18.csv").is_file()
+
+
+def test_bad_model_dataset_pairs(tmp_path):
+    with pytest.raises(ValueError, match="mnist5k"):
+        results.reproduce("resnet18", "mnist5k", out_dir=tmp_path, pretrained=False, **TINY)
+    with pytest.raises(ValueError, match="torchvision ResNet"):
+        results.reproduce("resnet20-mnist5k", "imagenette", out_dir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="dataset must be"):
+        results.reproduce("resnet18", "cifar10", out_dir=tmp_path, pretrained=False, **TINY)
+
+
+def test_cli_arguments_and_run(monkeypatch, tmp_path, capsys):
+    parser = results.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([])
+    assert args.model == "resnet20-mnist5k" and args.dataset == "mnist5k" and not args.quick
+    assert args.act_bits == (None, 8) and args.out_dir == "results"
+    args = parser.parse_args(["--quick", "--act-bits", "none,4", "--model", "resnet18",
+                              "--dataset", "imagenet:/data/val", "--iters", "7"])
+    assert args.quick and args.act_bits == (None, 4) and args.iters == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--act-bits", "x"])
+
+    seen = {}
+    md = tmp_path / "t.md"
+    md.write_text("| table |\n")
+
+    def fake_reproduce(model, dataset, **kw):
+        seen.update(kw, model=model, dataset=dataset)
+        df = pd.DataFrame(columns=results.COLUMNS)
+        df.attrs["paths"] = [str(tmp_path / "t.csv"), str(md), str(tmp_path / "t.json")]
+        return df
+
+    monkeypatch.setattr(results, "reproduce", fake_reproduce)
+    assert results.run(args) == 0
+    assert seen["quick"] and seen["iters"] == 7 and seen["dataset"] == "imagenet:/data/val"
+    assert "| table |" in capsys.readouterr().out
