@@ -1,5 +1,6 @@
 """The QE table: same numbers as qe() for every layer and bit-width, whichever internal path
 (chunked, clamped, float64 fallback, compiled) computes them; names, order and validation."""
+import importlib
 import warnings
 
 import numpy as np
@@ -11,10 +12,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
-import mixquant_lite.qe_table as qt
 from mixquant_lite.models import resnet20
 from mixquant_lite.qe_table import QETable, qe_table, quantizable_layers
 from mixquant_lite.quant import qe
+
+# The package re-exports the function qe_table, which hides the module attribute of the same
+# name; sys.modules still holds the module.
+qt = importlib.import_module("mixquant_lite.qe_table")
 
 
 @st.composite
