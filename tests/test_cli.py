@@ -15,15 +15,7 @@ from mixquant_lite.plan import BitPlan
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (ROOT / "data" / "MANIFEST.json").is_file()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Small models: two OpenMP threads only add synchronisation, which stalls badly when the
-    # (2-core) test machine is busy. The numbers do not depend on it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -45,15 +45,7 @@ def weights(draw):
     w = torch.tensor(vals * mag, dtype=torch.float64).reshape(shape)
     return w.to(dtype)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Small tensors: two OpenMP threads only add synchronisation, which stalls badly when the
-    # (2-core) test machine is busy. The numbers do not depend on it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def r20():

@@ -14,15 +14,7 @@ from mixquant_lite.quant import check_bit_list, check_bits, qe, qparams, quantiz
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Small tensors: two OpenMP threads only add synchronisation, which stalls badly when the
-    # (2-core) test machine is busy. The numbers do not depend on it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def spec_round_trip(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
     """The spec's quantizer written independently in numpy, with the fused kernels' float32

@@ -19,15 +19,7 @@ from mixquant_lite.search import mixquant, plan_for_budget, qem_for_budget, swee
 
 BITS = (2, 3, 4, 5, 6, 7, 8)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors: two OpenMP threads only add synchronisation, which stalls badly when the
-    # (2-core) test machine is busy. The numbers do not depend on it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def table_of(values, bits=BITS, numel=None) -> QETable:
