@@ -45,6 +45,7 @@ plan identical to one already run is not run again (its row says so in ``note``)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -301,6 +302,7 @@ def reproduce(
     progress: bool = True,
     verbose: bool = True,
     command: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Build the results table, write CSV + markdown + provenance JSON, return the DataFrame.
 
@@ -325,6 +327,10 @@ def reproduce(
         pretrained: ``False`` only for tests (random weights, never for reported numbers).
         progress, verbose: tqdm bars per BRECQ unit; one line per finished row on stderr.
         command: the command line to record (default: ``sys.argv``).
+        cache_dir: keep every finished BRECQ run there (one JSON file per plan, activation
+            setting and BRECQ settings, written atomically); a re-run with the same folder
+            reads them instead of running again, so an interrupted full-recipe run resumes
+            at the run it was in.
     """
     t_start = time.perf_counter()
     settings = dict(QUICK if quick else FULL)
@@ -348,7 +354,7 @@ def reproduce(
                     seed=seed, per_channel=per_channel, device=device, progress=progress,
                     verbose=verbose,
                     command=command or _command_line(),
-                    t_start=t_start)
+                    t_start=t_start, cache_dir=None if cache_dir is None else Path(cache_dir))
     finally:
         torch.set_num_threads(old_threads)
 
@@ -358,7 +364,7 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
          brecq_bits: tuple[int, ...], brecq_between: tuple[float, ...],
          qem_grid: tuple[float, ...], seed: int, per_channel: bool,
          device: str, progress: bool, verbose: bool, command: str,
-         t_start: float) -> pd.DataFrame:
+         t_start: float, cache_dir: Path | None = None) -> pd.DataFrame:
     model = setup.model.to(device).eval()
     rows: list[dict[str, Any]] = []
     eval_s = 0.0
@@ -455,12 +461,29 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
         if key in brecq_cache:
             acc, wall, first_label = brecq_cache[key]
             return acc, wall, f"same plan as {first_label}"
+        disk = None
+        if cache_dir is not None:
+            spec = dict(model=setup.model_tag, dataset=setup.dataset_tag, bits=plan.bits,
+                        act=act, **{k: v for k, v in brecq_kw.items() if k != "progress"})
+            digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+            disk = cache_dir / f"brecq-{digest}.json"
+            if disk.exists():
+                hit = json.loads(disk.read_text())
+                brecq_cache[key] = (hit["top1"], hit["wall_s"], label)
+                brecq_reports[label] = hit["report"]
+                return hit["top1"], hit["wall_s"], None
         t = time.perf_counter()
         qmodel, report = brecq(model, setup.calib, plan, act_bits=act, **brecq_kw)
         wall = time.perf_counter() - t
         acc = top1(qmodel)
         brecq_cache[key] = (acc, wall, label)
         brecq_reports[label] = report.to_frame().to_dict("records")
+        if disk is not None:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            tmp = disk.with_suffix(".tmp")
+            tmp.write_text(json.dumps(dict(spec=spec, label=label, top1=acc, wall_s=wall,
+                                           report=brecq_reports[label]), default=str))
+            os.replace(tmp, disk)
         return acc, wall, None
 
     mid = sum(n for k, n in table.numel.items() if k not in fl8)
@@ -588,6 +611,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     parser.add_argument("--workers", type=int, default=2, help="ImageNet loader workers")
     parser.add_argument("--image-size", type=int, default=224, help="ImageNet crop size")
+    parser.add_argument("--brecq-bits", type=int, nargs="+", default=list(BRECQ_BITS),
+                        help="uniform points of the BRECQ section (default 4 3 2)")
+    parser.add_argument("--brecq-between", type=float, nargs="*", default=list(BRECQ_BETWEEN),
+                        help="mixed middle-layer bit-widths of the BRECQ section (default 2.5)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="keep each finished BRECQ run here and reuse it (resumable runs)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     parser.add_argument("--quiet", action="store_true", help="no per-row log lines")
     return parser
@@ -601,6 +630,8 @@ def run(args: argparse.Namespace) -> int:
         per_channel=args.per_channel, device=args.device, threads=args.threads,
         batch_size=args.batch_size, workers=args.workers, image_size=args.image_size,
         progress=not args.no_progress, verbose=not args.quiet,
+        brecq_bits=tuple(args.brecq_bits), brecq_between=tuple(args.brecq_between),
+        cache_dir=args.cache_dir,
     )
     md = Path(df.attrs["paths"][1]).read_text()
     print(md)

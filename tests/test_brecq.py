@@ -159,6 +159,42 @@ def test_linear_temp_decay():
     assert d(1000) == pytest.approx(2.0)
 
 
+def test_beta_schedule_matches_official_counter(monkeypatch):
+    """The official BRECQ loss increments its counter before use (t = 1..iters): the regulariser
+    starts at 0-based step warmup*iters - 1 and beta is exactly `end` at the last step."""
+    import mixquant_lite.recon.block_recon as br
+
+    seen: list[float] = []
+    orig = br.AdaRoundQuantizer.rounding_reg
+
+    def spy(self, beta):
+        seen.append(float(beta))
+        return orig(self, beta)
+
+    monkeypatch.setattr(br.AdaRoundQuantizer, "rounding_reg", spy)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
+    x = torch.randn(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    brecq(net, x, 2, iters=500, n_calib=16, batch_size=8, first_last_bits=None, fold_bn=False,
+          keep_better=False, progress=False)
+    assert len(seen) == 500 - 99  # steps 99..499 (t = 100..500) carry the regulariser
+    assert seen[-1] == pytest.approx(2.0, abs=1e-12)
+    assert seen[0] == pytest.approx(20.0)
+
+
+def test_stem_is_not_reconstructed_by_default():
+    """As the official code: with first_last_bits the stem is rounded to nearest, never learned."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    _, rep = brecq(net, x, 3, iters=20, n_calib=32, batch_size=8, fold_bn=False,
+                   keep_better=False, progress=False)
+    assert rep.units[0].name == "0" and rep.units[0].iters == 0
+    assert rep.units[0].rounding == "nearest"
+    assert rep.units[1].iters == 20 and rep.units[1].rounding == "learned"
+    _, rep = brecq(net, x, 3, iters=20, n_calib=32, batch_size=8, fold_bn=False,
+                   keep_better=False, progress=False, reconstruct_first=True)
+    assert rep.units[0].iters == 20 and rep.units[0].rounding == "learned"
+
+
 def test_adaround_beats_round_to_nearest_layer_output():
     """Layer-wise: AdaRound's output MSE on calibration data is below round-to-nearest's.
 

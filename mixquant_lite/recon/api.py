@@ -206,6 +206,7 @@ def brecq(
     lr: float = DEFAULTS["lr"],
     act_lr: float = DEFAULTS["act_lr"],
     keep_better: bool = True,
+    reconstruct_first: bool = False,
     progress: bool = True,
 ) -> tuple[nn.Module, BrecqReport]:
     """Post-training quantization with BRECQ (block reconstruction + AdaRound).
@@ -242,6 +243,11 @@ def brecq(
             far fewer iterations than the recipe converge better with a larger ``lr``.
         keep_better: per unit, fall back to round-to-nearest if the learned rounding has the
             larger calibration MSE (reported in ``UnitResult.rounding``).
+        reconstruct_first: with ``first_last_bits`` set, also reconstruct the first unit when
+            it is a single layer (the stem). The official BRECQ code never does
+            (``set_first_last_layer_to_8bit`` sets ``ignore_reconstruction`` on the first
+            layer): it is rounded to nearest on its (MSE-range) ``first_last_bits`` grid, which
+            is the default here too (reported as ``"nearest"`` with ``iters=0``).
         progress: a tqdm bar per unit.
 
     Returns:
@@ -333,8 +339,13 @@ def brecq(
             else:
                 bits_in = act_bits
             acts = [a.to(device) for a in add_act_quantizers(module, unit, bits_in, act_bits)]
+        # The official code leaves the stem (first unit when it is a single layer) un-reconstructed.
+        # Tied to first_last_bits as in the official code (set_first_last_layer_to_8bit).
+        skip = (i == 0 and unit.kind != "block" and first_last_bits is not None
+                and not reconstruct_first)
+        unit_iters = 0 if skip else iters
         before, after, rounding, loop_s = reconstruct_unit(
-            module, quantizers, acts, inputs, target, iters=iters, batch_size=batch_size,
+            module, quantizers, acts, inputs, target, iters=unit_iters, batch_size=batch_size,
             generator=gen, reg_weight=reg_weight, warmup=warmup, beta=beta, lr=lr,
             act_lr=act_lr, keep_better=keep_better, desc=f"BRECQ {unit.name}",
             progress=progress,
@@ -346,9 +357,9 @@ def brecq(
             UnitResult(
                 name=unit.name, kind=unit.kind, layers=tuple(n for n, _ in unit.layers),
                 weight_bits=",".join(str(bits[n]) for n, _ in unit.layers),
-                act_bits=bits_in if act_bits is not None else None, iters=iters,
+                act_bits=bits_in if act_bits is not None else None, iters=unit_iters,
                 loss_before=before, loss_after=after, rounding=rounding,
-                it_per_s=iters / loop_s if iters else math.nan,
+                it_per_s=unit_iters / loop_s if unit_iters else math.nan,
                 seconds=time.perf_counter() - t_unit,
             )
         )
@@ -357,7 +368,8 @@ def brecq(
         iters=iters, n_calib=n_calib, batch_size=batch_size, seed=seed,
         first_last_bits=first_last_bits, per_channel=per_channel, weight_range=weight_range,
         fold_bn=fold_bn, reg_weight=reg_weight, warmup=warmup, beta=tuple(beta), lr=lr,
-        act_lr=act_lr, keep_better=keep_better, device=str(device),
+        act_lr=act_lr, keep_better=keep_better, reconstruct_first=reconstruct_first,
+        device=str(device),
     )
     report = BrecqReport(
         units=results, bits=bits, numel={n: modules[n].weight.numel() for n in names},

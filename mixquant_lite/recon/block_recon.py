@@ -281,10 +281,13 @@ def reconstruct_unit(
             idx = torch.randperm(n, generator=generator)[:batch_size].to(dev)
             weights = {k: q() for k, q in quantizers.items()}
             rec = _rec_loss(functional_call(unit_module, weights, (inputs[idx],)), targets[idx])
-            if it < decay.start_decay:
+            # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
+            # warm-up ends one step earlier and beta reaches exactly its end value at the last step.
+            t = it + 1
+            if t < decay.start_decay:
                 loss = rec  # warm-up: reconstruction only
             else:
-                b = decay(it)
+                b = decay(t)
                 reg = sum(q.rounding_reg(b) for q in quantizers.values())
                 loss = rec + reg_weight * reg
             opt_w.zero_grad(set_to_none=True)
