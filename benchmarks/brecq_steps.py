@@ -1,0 +1,127 @@
+"""Where quick mode stands: BRECQ accuracy and reconstruction loss against steps per unit.
+
+One setting of the results table -- ResNet-20 on MNIST-5k, uniform W3 with first and last layer
+at 8 bits, float activations, the recipe's 1,024 calibration images and batch 32 -- run at
+several numbers of optimisation steps per unit (0 = round-to-nearest on the MSE grid). Each
+finished point is written at once to ``<out>.json`` (resumable: a re-run skips finished points);
+``<out>.md`` is the table. Every point is scored on the same 1,000 test images; the per-image
+correctness vector is stored so that points can be compared with a paired test.
+
+    python benchmarks/brecq_steps.py                       # 0 200 1000 5000 20000 steps
+    python benchmarks/brecq_steps.py --steps 0 200 1000    # a subset
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from mixquant_lite.data import calibration_batch, mnist5k_loader
+from mixquant_lite.models import load_pretrained
+from mixquant_lite.plan import BitPlan
+from mixquant_lite.qe_table import qe_table
+from mixquant_lite.recon import brecq, fold_bn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return out + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@torch.no_grad()
+def _correct(model: torch.nn.Module, loader) -> list[int]:
+    model.eval()
+    out: list[int] = []
+    for x, y in loader:
+        out += (model(x).argmax(1) == y).int().tolist()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, nargs="+", default=[0, 200, 1000, 5000, 20000])
+    ap.add_argument("--bits", type=int, default=3)
+    ap.add_argument("--n-calib", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "results" / "brecq-steps-resnet20-mnist5k"))
+    args = ap.parse_args(argv)
+    if any(s < 0 for s in args.steps):
+        ap.error("--steps must be >= 0")
+    torch.set_num_threads(args.threads)  # a script: the process is ours
+
+    model = load_pretrained("resnet20-mnist5k")
+    folded = fold_bn(model)
+    table = qe_table(folded)
+    first, last = table.layers[0], table.layers[-1]
+    plan = BitPlan({k: 8 if k in (first, last) else args.bits for k in table.layers},
+                   dict(table.numel), False, {"method": "uniform", "bits": args.bits})
+    calib = calibration_batch(args.n_calib, 0)
+    loader = mnist5k_loader("test", batch_size=500)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store = out.with_suffix(".json")
+    data = json.loads(store.read_text()) if store.exists() else {"points": {}}
+    for steps in args.steps:
+        if str(steps) in data["points"]:
+            print(f"{steps} steps: done earlier", flush=True)
+            continue
+        t = time.perf_counter()
+        qmodel, report = brecq(model, calib, plan, iters=steps, n_calib=args.n_calib,
+                               batch_size=32, seed=0, progress=False)
+        wall = time.perf_counter() - t
+        correct = _correct(qmodel, loader)
+        frame = report.to_frame()
+        data["points"][str(steps)] = dict(
+            steps=steps, top1=100.0 * sum(correct) / len(correct), wall_s=wall,
+            loss_before_sum=float(frame["loss_before"].sum()),
+            loss_after_sum=float(frame["loss_after"].sum()),
+            rounding=frame["rounding"].tolist(), correct=correct,
+            commit=_commit(), torch=torch.__version__, threads=torch.get_num_threads(),
+            machine=f"{platform.machine()} {os.cpu_count()} cores",
+            date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        )
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, store)
+        p = data["points"][str(steps)]
+        print(f"{steps} steps: top-1 {p['top1']:.1f} %, loss {p['loss_after_sum']:.4g}, "
+              f"{wall:.0f} s", flush=True)
+
+    rows = sorted(data["points"].values(), key=lambda p: p["steps"])
+    lines = [
+        f"# BRECQ W{args.bits} (first/last 8), A32, ResNet-20 on MNIST-5k: "
+        "accuracy vs steps per unit",
+        "",
+        f"{args.n_calib} calibration images, batch 32, seed 0; the loss is the sum over units of "
+        "the mean squared error per output element on the calibration set after rounding "
+        "(before = round-to-nearest on the same grid).",
+        "",
+        "| steps per unit | top-1 % | loss after (sum over units) | loss before | wall s "
+        "| commit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in rows:
+        lines.append(f"| {p['steps']} | {p['top1']:.1f} | {p['loss_after_sum']:.4g} | "
+                     f"{p['loss_before_sum']:.4g} | {p['wall_s']:.0f} | {p['commit']} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
