@@ -63,7 +63,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .evaluate import evaluate
+from .evaluate import correct_mask
 from .plan import BitPlan
 from .qe_table import QETable, qe_table
 from .recon import brecq, fold_bn
@@ -369,15 +369,23 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
     rows: list[dict[str, Any]] = []
     eval_s = 0.0
 
+    # Per-image correctness ("0"/"1" per test image) of the model scored last; every row stores
+    # the one of its model, so that any two rows can be compared with a paired test.
+    last_mask: list[str] = [""]
+    masks: list[str] = []
+
     def top1(m: nn.Module) -> float:
         nonlocal eval_s
         t = time.perf_counter()
-        acc = 100.0 * evaluate(m, setup.loader)
+        mask = correct_mask(m, setup.loader)
+        acc = 100.0 * mask.double().mean().item()
+        last_mask[0] = "".join("1" if v else "0" for v in mask.tolist())
         eval_s += time.perf_counter() - t
         return acc
 
     def add(section, method, plan, acc, wall, *, act=None, qem=None, compare_to=None,
             matched=None, note=None):
+        masks.append(last_mask[0])
         rows.append(dict(
             section=section, method=method, qem=qem,
             weight_bits=32.0 if plan is None else plan.avg_bits, act_bits=act,
@@ -403,18 +411,18 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
     add("vanilla", "FP32", None, top1(model), 0.0)
 
     # --- vanilla section: the MixQuant rule decides every layer, first and last included.
-    vanilla_cache: dict[tuple, tuple[float, float, str]] = {}
+    vanilla_cache: dict[tuple, tuple[float, float, str, str]] = {}
 
     def vanilla(plan: BitPlan, label: str) -> tuple[float, float, str | None]:
         key = tuple(plan.bits.items())
         if key in vanilla_cache:
-            acc, wall, first_label = vanilla_cache[key]
+            acc, wall, first_label, last_mask[0] = vanilla_cache[key]
             return acc, wall, f"same plan as {first_label}"
         t = time.perf_counter()
         qmodel = plan.apply(model)
         wall = time.perf_counter() - t
         acc = top1(qmodel)
-        vanilla_cache[key] = (acc, wall, label)
+        vanilla_cache[key] = (acc, wall, label, last_mask[0])
         return acc, wall, None
 
     uniform_v = {}
@@ -453,13 +461,13 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
     brecq_kw = dict(iters=settings["iters"], n_calib=settings["n_calib"], seed=seed,
                     batch_size=brecq_batch,
                     per_channel=per_channel, progress=progress)
-    brecq_cache: dict[tuple, tuple[float, float, str]] = {}
+    brecq_cache: dict[tuple, tuple[float, float, str, str]] = {}
     brecq_reports: dict[str, Any] = {}
 
     def run_brecq(plan: BitPlan, act: int | None, label: str) -> tuple[float, float, str | None]:
         key = (tuple(plan.bits.items()), act)
         if key in brecq_cache:
-            acc, wall, first_label = brecq_cache[key]
+            acc, wall, first_label, last_mask[0] = brecq_cache[key]
             return acc, wall, f"same plan as {first_label}"
         disk = None
         if cache_dir is not None:
@@ -469,20 +477,22 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
             disk = cache_dir / f"brecq-{digest}.json"
             if disk.exists():
                 hit = json.loads(disk.read_text())
-                brecq_cache[key] = (hit["top1"], hit["wall_s"], label)
+                last_mask[0] = hit["correct"]
+                brecq_cache[key] = (hit["top1"], hit["wall_s"], label, hit["correct"])
                 brecq_reports[label] = hit["report"]
                 return hit["top1"], hit["wall_s"], None
         t = time.perf_counter()
         qmodel, report = brecq(model, setup.calib, plan, act_bits=act, **brecq_kw)
         wall = time.perf_counter() - t
         acc = top1(qmodel)
-        brecq_cache[key] = (acc, wall, label)
+        brecq_cache[key] = (acc, wall, label, last_mask[0])
         brecq_reports[label] = report.to_frame().to_dict("records")
         if disk is not None:
             disk.parent.mkdir(parents=True, exist_ok=True)
             tmp = disk.with_suffix(".tmp")
             tmp.write_text(json.dumps(dict(spec=spec, label=label, top1=acc, wall_s=wall,
-                                           report=brecq_reports[label]), default=str))
+                                           correct=last_mask[0], report=brecq_reports[label]),
+                                      default=str))
             os.replace(tmp, disk)
         return acc, wall, None
 
@@ -562,7 +572,8 @@ def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
     stem.with_suffix(".md").write_text(_markdown(df, prov))
     stem.with_suffix(".json").write_text(
-        json.dumps({"provenance": prov, "brecq_reports": brecq_reports}, indent=2, default=str)
+        json.dumps({"provenance": prov, "brecq_reports": brecq_reports,
+                    "per_image_correct": masks}, indent=2, default=str)
         + "\n"
     )
     df.attrs["provenance"] = prov

@@ -75,10 +75,29 @@ def test_offline_default_table(tmp_path):
     text = md.read_text()
     assert "| section | method |" in text and "git commit" in text and "torch" in text
     assert "`pytest`" in text
-    prov = json.loads(js.read_text())["provenance"]
+    stored = json.loads(js.read_text())
+    prov = stored["provenance"]
     assert prov["brecq_settings"]["iters"] == 2 and prov["torch"] == torch.__version__
     if pretrained:
         assert fp["top1"] > 95
+    # Every row keeps its per-image correctness (for paired tests): its mean is the row's top-1.
+    masks = stored["per_image_correct"]
+    assert len(masks) == len(df)
+    for mask, acc in zip(masks, df["top1"], strict=True):
+        assert set(mask) <= {"0", "1"} and len(mask) == 1000
+        assert 100 * mask.count("1") / len(mask) == pytest.approx(acc)
+
+
+def test_cache_dir_resumes(tmp_path):
+    """A second run with the same cache folder reuses every BRECQ run (same numbers, no work)."""
+    kw = dict(TINY, pretrained=False, command="pytest", cache_dir=tmp_path / "cache")
+    first = results.reproduce(out_dir=tmp_path / "a", **kw)
+    files = sorted((tmp_path / "cache").glob("brecq-*.json"))
+    assert files
+    stamps = [f.stat().st_mtime_ns for f in files]
+    second = results.reproduce(out_dir=tmp_path / "b", **kw)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    pd.testing.assert_series_equal(first["top1"], second["top1"])
 
 
 def test_matched_column():
