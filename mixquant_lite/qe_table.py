@@ -74,6 +74,11 @@ class QETable:
         values: float64 array ``(len(layers), len(bits))``; ``values[i, j] = QE(layers[i],
             bits[j])`` in squared weight units.
         per_channel: whether the grids were per output channel.
+        measure: what ``values`` holds. ``"qe"`` (default): the mean squared weight error per
+            weight, as above. Any other name (e.g. ``"hessian"``, ``"fisher"``, ``"output"``):
+            a data-aware sensitivity whose entries are already *additive per-layer costs* of
+            quantizing that layer at that bit-width (e.g. a Hessian-weighted perturbation, an
+            output divergence), so that a plan's cost is their sum (see :meth:`cost_matrix`).
     """
 
     layers: tuple[str, ...]
@@ -81,6 +86,7 @@ class QETable:
     numel: dict[str, int]
     values: np.ndarray
     per_channel: bool = False
+    measure: str = "qe"
     _row: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,6 +99,10 @@ class QETable:
             raise ValueError("layers has duplicated names")
         if set(self.numel) != set(self.layers):
             raise ValueError("numel must name exactly the table's layers")
+        if not isinstance(self.measure, str) or not self.measure:
+            raise ValueError(f"measure must be a non-empty string, got {self.measure!r}")
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise ValueError("values must be finite and >= 0")
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "_row", {n: i for i, n in enumerate(self.layers)})
@@ -105,6 +115,17 @@ class QETable:
         if bits not in self.bits:
             raise KeyError(f"bits={bits} is not a candidate of the table {list(self.bits)}")
         return float(self.values[self._row[layer], self.bits.index(bits)])
+
+    def cost_matrix(self) -> np.ndarray:
+        """Additive cost of each (layer, candidate), float64 ``(len(layers), len(bits))``.
+
+        For ``measure="qe"`` the total squared weight error ``numel_l * QE(l, b)`` (squared weight
+        units); for any other measure ``values`` itself. :func:`~mixquant_lite.search.
+        plan_for_budget` minimises the sum of these over the chosen candidates.
+        """
+        if self.measure == "qe":
+            return self.values * self.numel_array().astype(np.float64)[:, None]
+        return np.array(self.values, dtype=np.float64)
 
     def numel_array(self) -> np.ndarray:
         """Weights per layer as an int64 array in ``layers`` order."""
@@ -126,7 +147,8 @@ class QETable:
     def __repr__(self) -> str:
         return (
             f"QETable({len(self.layers)} layers, {self.total_numel:,} weights, "
-            f"bits={list(self.bits)}, per_channel={self.per_channel})"
+            f"bits={list(self.bits)}, per_channel={self.per_channel}"
+            + ("" if self.measure == "qe" else f", measure={self.measure!r}") + ")"
         )
 
 

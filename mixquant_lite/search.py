@@ -186,9 +186,12 @@ def plan_for_budget(
     size_bytes: float | None = None,
     fixed: Mapping[str, int] | None = None,
 ) -> BitPlan:
-    """The plan of least total squared weight error within a storage budget, solved exactly.
+    """The plan of least total cost within a storage budget, solved exactly.
 
-    Minimises ``sum_l numel_l * QE(l, b_l)`` over one candidate ``b_l`` per layer subject to
+    For a QE table (``measure="qe"``) the cost is the total squared weight error and this
+    minimises ``sum_l numel_l * QE(l, b_l)``; for a sensitivity table of another measure it
+    minimises ``sum_l values[l, b_l]`` (:meth:`QETable.cost_matrix`). Either way over one
+    candidate ``b_l`` per layer subject to
     ``sum_l numel_l * b_l <= budget``, where the budget is ``avg_bits * total weights`` or
     ``8 * size_bytes`` (weight bits). This is a multiple-choice knapsack; it is solved as a 0/1
     integer programme (one binary per layer and candidate, ``scipy.optimize.milp`` with a zero
@@ -218,7 +221,7 @@ def plan_for_budget(
             f"no plan meets {name}={value:g}: the smallest achievable is "
             f"{name}={smallest * unit:.6g} (every layer at its smallest allowed candidate)"
         )
-    cost = table.values * numel[:, None]  # squared error of each (layer, candidate)
+    cost = table.cost_matrix()  # QE: squared error of each (layer, candidate); else the measure
     cols = _solve_mckp(cost, numel[:, None] * bits[None, :], allowed, limit)
     meta = {"method": "plan_for_budget", name: value}
     plan = _plan(table, cols, fixed, meta)

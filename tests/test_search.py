@@ -327,3 +327,36 @@ def test_eight_bit_plan_keeps_the_output():
         a, b = model(x), q(x)
     assert (a - b).abs().max() <= 0.05 * a.abs().max()
     assert math.isfinite(float(b.sum()))
+
+
+def test_plan_for_budget_takes_any_measure():
+    """A sensitivity table (measure != "qe") is minimised as given, not weighted by numel."""
+    import itertools
+
+    names = ("a", "b", "c")
+    numel = {"a": 10, "b": 1000, "c": 100}
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.random((3, 3)), axis=1)[:, ::-1].copy()  # cost falls with bits
+    bits = (2, 4, 8)
+    for measure in ("qe", "hessian"):
+        table = QETable(names, bits, numel, values, measure=measure)
+        cost = table.cost_matrix()
+        w = np.array([numel[n] for n in names], dtype=float)
+        expected = values * w[:, None] if measure == "qe" else values
+        np.testing.assert_allclose(cost, expected)
+        for avg in (3.0, 4.5, 6.0):
+            plan = plan_for_budget(table, avg_bits=avg)
+            best = min(
+                (sum(cost[i, j] for i, j in enumerate(c)), c)
+                for c in itertools.product(range(3), repeat=3)
+                if sum(w[i] * bits[j] for i, j in enumerate(c)) <= avg * w.sum()
+            )
+            got = sum(cost[i, bits.index(plan.bits[n])] for i, n in enumerate(names))
+            assert got == pytest.approx(best[0])
+
+
+def test_table_rejects_bad_values_and_measure():
+    with pytest.raises(ValueError, match="finite"):
+        QETable(("a",), (2,), {"a": 1}, np.array([[np.nan]]))
+    with pytest.raises(ValueError, match="measure"):
+        QETable(("a",), (2,), {"a": 1}, np.array([[1.0]]), measure="")
