@@ -29,7 +29,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .quant import check_bits, quantize
+from .quant import check_bits, fake_quantize
 
 __all__ = [
     "seed_everything",
@@ -159,7 +159,7 @@ def single_layer_sensitivity(
         w0 = mod.weight.detach().clone()
         var = torch.var(w0.double(), unbiased=False).item()
         for b in bits:
-            w_hat = quantize(w0, b, per_channel=per_channel)
+            w_hat = fake_quantize(w0, b, per_channel=per_channel)
             qe = _sq_error(w0, w_hat) / w0.numel()
             mod.weight.copy_(w_hat)
             try:
@@ -238,7 +238,7 @@ def evaluate_plans(
             if name not in originals:
                 originals[name] = mod.weight.detach().clone()
             w0 = originals[name]
-            w_hat = quantize(w0, check_bits(b), per_channel=per_channel)
+            w_hat = fake_quantize(w0, check_bits(b), per_channel=per_channel)
             sq += _sq_error(w0, w_hat)
             mod.weight.copy_(w_hat)
             numel += w0.numel()

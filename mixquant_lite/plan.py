@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .quant import check_bits, quantize
+from .quant import check_bits, fake_quantize
 
 if TYPE_CHECKING:
     from .qe_table import QETable
@@ -209,7 +209,7 @@ class BitPlan:
     # ------------------------------------------------------------------ application
     def apply(self, model: nn.Module) -> nn.Module:
         """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
-        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.quantize`, with
+        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.fake_quantize`, with
         this plan's ``per_channel``). Biases and unplanned layers are left as they are.
 
         Raises:
@@ -235,7 +235,7 @@ class BitPlan:
         with torch.no_grad():
             for name, b in self.bits.items():
                 w = out.get_submodule(name).weight
-                w.copy_(quantize(w, b, per_channel=self.per_channel))
+                w.copy_(fake_quantize(w, b, per_channel=self.per_channel))
         return out
 
 

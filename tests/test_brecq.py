@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from mixquant_lite.models import resnet20
-from mixquant_lite.quant import quantize
+from mixquant_lite.quant import choose_qparams, fake_quantize, fake_quantize_affine
 from mixquant_lite.recon import (
     ActQuantizer,
     AdaRoundQuantizer,
@@ -25,7 +25,6 @@ from mixquant_lite.recon import (
     find_units,
     fold_bn,
     quantizable_layer_names,
-    weight_qparams,
 )
 
 FAST = dict(iters=5, n_calib=32, batch_size=8, progress=False)
@@ -123,7 +122,9 @@ def test_adaround_init_and_grid(per_channel, range_method):
     w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))
     q = AdaRoundQuantizer(w, 3, per_channel=per_channel, range_method=range_method)
     # Soft start: h(V) equals the fractional part, so the soft weight is w (inside the range).
-    lo, hi = (0 - q.zero_point) * q.scale, (q.qmax - q.zero_point) * q.scale
+    z = q.zero_point.float().reshape(-1, 1, 1, 1) if per_channel else q.zero_point.float()
+    s = q.scale.reshape(-1, 1, 1, 1) if per_channel else q.scale
+    lo, hi = (0 - z) * s, (q.qmax - z) * s
     inside = (w >= lo) & (w <= hi)
     torch.testing.assert_close(q()[inside], w[inside], rtol=0, atol=1e-5)
     q.harden()
@@ -132,24 +133,55 @@ def test_adaround_init_and_grid(per_channel, range_method):
     assert all(g.unique().numel() <= 2**3 for g in groups)
     codes = q.integer()
     assert codes.min() >= 0 and codes.max() <= 7
-    torch.testing.assert_close(hard, (codes - q.zero_point) * q.scale)
+    z = q.zero_point.float().reshape(-1, 1, 1, 1) if per_channel else q.zero_point.float()
+    s = q.scale.reshape(-1, 1, 1, 1) if per_channel else q.scale
+    torch.testing.assert_close(hard, (codes - z) * s)
 
 
 def test_adaround_minmax_grid_is_the_qe_grid():
     w = torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
     q = AdaRoundQuantizer(w, 4, range_method="minmax")
-    torch.testing.assert_close(q.nearest(), quantize(w, 4), rtol=0, atol=1e-6)
+    assert torch.equal(q.nearest(), fake_quantize(w, 4))
 
 
-def test_weight_qparams_mse_not_worse_than_minmax():
-    w = torch.randn(1000, generator=torch.Generator().manual_seed(3)) ** 3  # heavy tails
-    for bits in (2, 3, 4):
-        errs = []
-        for method in ("minmax", "mse"):
-            s, z = weight_qparams(w, bits, range_method=method)
-            wq = (torch.clamp(torch.round(w / s) + z, 0, 2**bits - 1) - z) * s
-            errs.append((w - wq).abs().pow(2.4).sum().item())
-        assert errs[1] <= errs[0] * (1 + 1e-6)
+@pytest.mark.parametrize("range_method", ["minmax", "mse"])
+def test_adaround_nearest_is_the_fused_quantizer_on_real_weights(range_method):
+    """One quantizer: AdaRound's round-to-nearest is fake_quantize_affine bit for bit (they used
+    to disagree where W / s and W * (1/s) round differently, and at exact half steps)."""
+    from mixquant_lite.models import load_pretrained
+
+    model = load_pretrained("resnet20-mnist5k")
+    for name in quantizable_layer_names(model):
+        w = model.get_submodule(name).weight.detach()
+        for bits, pc in ((2, False), (3, True), (8, False)):
+            q = AdaRoundQuantizer(w, bits, per_channel=pc, range_method=range_method)
+            s, z = choose_qparams(w, bits, "per_channel" if pc else "per_tensor", range_method)
+            assert torch.equal(q.nearest(), fake_quantize_affine(w, s, z, bits)), name
+            q.set_nearest()
+            q.harden()
+            assert torch.equal(q(), q.nearest()), name
+
+
+def test_weight_qparams_is_a_deprecated_alias():
+    from mixquant_lite.recon import weight_qparams
+
+    w = torch.randn(1000, generator=torch.Generator().manual_seed(3)) ** 3
+    with pytest.warns(DeprecationWarning, match="choose_qparams"):
+        s, z = weight_qparams(w, 3, range_method="mse")
+    s2, z2 = choose_qparams(w, 3, "per_tensor", "mse")
+    assert torch.equal(s, s2) and torch.equal(z, z2.float())
+
+
+def test_act_quantizer_learned_step_equals_the_fused_kernel():
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(4)).relu()
+    a = ActQuantizer(4)
+    out = a(x)  # initialises, with the differentiable path (delta requires grad)
+    out.sum().backward()
+    assert a.delta.grad is not None and torch.isfinite(a.delta.grad)
+    s, z = choose_qparams(x, 4, "per_tensor", "mse")
+    assert torch.equal(out.detach(), fake_quantize_affine(x, s, z, 4))
+    with torch.no_grad():
+        assert torch.equal(a(x), out.detach())
 
 
 def test_linear_temp_decay():
@@ -213,7 +245,7 @@ def test_adaround_beats_round_to_nearest_layer_output():
         with torch.no_grad():
             ref = conv(x)
             ada = ((conv_q(x) - ref) ** 2).mean().item()
-            rtn = ((nn.functional.conv2d(x, quantize(conv.weight, bits), conv.bias) - ref) ** 2)
+            rtn = ((nn.functional.conv2d(x, fake_quantize(conv.weight, bits), conv.bias) - ref) ** 2)
             rtn = rtn.mean().item()
         assert ada < 0.95 * rtn, (bits, ada, rtn)
         # The report tells the same story (same inputs, same grid).
@@ -233,7 +265,7 @@ def test_keep_better_falls_back_to_nearest():
     unit = rep.units[0]
     assert unit.loss_after <= unit.loss_before
     if unit.rounding == "nearest (fallback)":
-        torch.testing.assert_close(q[1].weight, quantize(net[1].weight, 2), rtol=0, atol=1e-6)
+        torch.testing.assert_close(q[1].weight, fake_quantize(net[1].weight, 2), rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- activations
@@ -464,7 +496,7 @@ def test_brecq_beats_vanilla_at_3_and_2_bits():
         with torch.no_grad():
             for n, m in vanilla.named_modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    m.weight.copy_(quantize(m.weight, 8 if n in ("conv1", "fc") else bits))
+                    m.weight.copy_(fake_quantize(m.weight, 8 if n in ("conv1", "fc") else bits))
         acc_vanilla = evaluate(vanilla, loader)
         qmodel, _ = brecq(model, x, bits, iters=200, n_calib=256, progress=False)
         acc_brecq = evaluate(qmodel, loader)
