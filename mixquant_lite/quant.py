@@ -258,7 +258,7 @@ def _check_qparams(
 
 
 def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-channel ``(C,)`` tensor viewed as ``(C, 1, ...)`` against ``x``; scalars as they are."""
+    """A per-channel ``(C,)`` tensor viewed as ``(C, 1, ...)`` against ``x``; scalars as is."""
     return t.reshape(-1, *[1] * (x.dim() - 1)) if t.dim() == 1 else t
 
 
@@ -280,7 +280,10 @@ def quantize_affine(
 
 
 def dequantize_affine(
-    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, dtype: torch.dtype = torch.float32
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """``x_hat = (q - z) * s`` in float32 (then cast to ``dtype``), same shape as ``q``."""
     _check_qparams(q, scale, zero_point)
