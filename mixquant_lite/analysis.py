@@ -110,7 +110,7 @@ def accuracy_and_loss(model: nn.Module, loader) -> tuple[float, float]:
 
 def _layer_names(model: nn.Module) -> list[str]:
     """Names of the layers MixQuant quantizes (``qe_table.quantizable_layers``)."""
-    from .qe_table import quantizable_layers
+    from .table import quantizable_layers
 
     out = []
     for item in quantizable_layers(model):
@@ -531,12 +531,12 @@ def exhaustive_scaling(
 def naive_qe_table(model: nn.Module, bits: Iterable[int] = range(2, 9)) -> np.ndarray:
     """The obvious QE table: :func:`mixquant_lite.quant.qe` once per layer and bit-width.
 
-    A reference for timing and checking :func:`mixquant_lite.qe_table.qe_table`: one full
+    A reference for timing and checking :func:`mixquant_lite.table.qe_table`: one full
     quantize-dequantize of the layer per bit-width, each reading the weights again. Returns a
     float64 array ``(layers, bits)`` in ``quantizable_layers`` order.
     """
-    from .qe_table import quantizable_layers
     from .quant import qe
+    from .table import quantizable_layers
 
     bits = [check_bits(b) for b in bits]
     with torch.no_grad():
@@ -590,8 +590,8 @@ def time_qe_tables(
         bits)`` timed once, for models in ``reference_names``; NaN otherwise).
     """
     from .models import torchvision_resnet
-    from .qe_table import qe_table
     from .search import mixquant
+    from .table import qe_table
 
     build = build or (lambda n: torchvision_resnet(n, pretrained=False))
     rows = []

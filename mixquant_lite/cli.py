@@ -219,7 +219,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _table_from_args(args: argparse.Namespace):
-    from .qe_table import qe_table, quantizable_layers
+    from .table import qe_table, quantizable_layers
 
     model, source = load_model(args.model, random_init=args.random_init, arch=args.arch)
     try:

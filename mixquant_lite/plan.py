@@ -1,6 +1,6 @@
 """``BitPlan``: one bit-width per quantizable layer, its summaries, JSON and application.
 
-Spec (``shared/docs/mixquant-spec.md``, "Summaries of a bit-width plan"):
+Definitions: ``docs/method.md`` ("The bit-width plan"):
 
 - average bit-width: weighted by each layer's number of weights;
 - weight storage: ``sum over layers of numel * bits / 8`` bytes (weights only, biases excluded);
@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -28,7 +29,7 @@ from torch import nn
 from .quant import check_bits, fake_quantize
 
 if TYPE_CHECKING:
-    from .qe_table import QETable
+    from .table import QETable
 
 __all__ = ["BitPlan"]
 
@@ -40,6 +41,9 @@ _VERSION = 1
 class BitPlan:
     """Per-layer bit-widths for the ``Conv2d``/``Linear`` weights of a model.
 
+    A plan is immutable: ``bits``, ``numel`` and ``meta`` are read-only mappings (copies of
+    what was passed); it pickles, deep-copies and round-trips through JSON.
+
     Attributes:
         bits: ``{layer path: bits}`` (ints in ``1..16``), in module order.
         numel: ``{layer path: number of weights}`` for the same layers.
@@ -47,10 +51,10 @@ class BitPlan:
         meta: free-form JSON-able provenance (e.g. ``{"method": "mixquant", "qem": 100.0}``).
     """
 
-    bits: dict[str, int]
-    numel: dict[str, int]
+    bits: Mapping[str, int]
+    numel: Mapping[str, int]
     per_channel: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, Mapping) or not isinstance(self.numel, Mapping):
@@ -70,10 +74,13 @@ class BitPlan:
             if int(n) <= 0:
                 raise ValueError(f"numel of layer {k!r} must be positive, got {n}")
             numel[k] = int(n)
-        object.__setattr__(self, "bits", bits)
-        object.__setattr__(self, "numel", numel)
+        object.__setattr__(self, "bits", MappingProxyType(bits))
+        object.__setattr__(self, "numel", MappingProxyType(numel))
         object.__setattr__(self, "per_channel", bool(self.per_channel))
-        object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain dicts
+        return (type(self), (dict(self.bits), dict(self.numel), self.per_channel, dict(self.meta)))
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -138,11 +145,11 @@ class BitPlan:
             return NotImplemented
         return (
             list(self.bits.items()) == list(other.bits.items())
-            and self.numel == other.numel
+            and dict(self.numel) == dict(other.numel)
             and self.per_channel == other.per_channel
         )
 
-    __hash__ = None  # mutable-looking dict fields: not hashable
+    __hash__ = None  # type: ignore[assignment]  # equality is by value; not a dict key
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -167,7 +174,7 @@ class BitPlan:
             ],
             "avg_bits": self.avg_bits,
             "size_bytes": self.size_bytes,
-            "meta": self.meta,
+            "meta": dict(self.meta),
         }
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 2) -> str:

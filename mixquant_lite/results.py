@@ -65,9 +65,9 @@ from torch import nn
 
 from .evaluate import correct_mask
 from .plan import BitPlan
-from .qe_table import QETable, qe_table
 from .recon import brecq, fold_bn
 from .search import mixquant, plan_for_budget, qem_for_budget
+from .table import QETable, qe_table
 
 __all__ = ["reproduce", "add_arguments", "run", "QUICK", "FULL", "COLUMNS"]
 

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .plan import BitPlan
-from .qe_table import QETable
 from .quant import check_bits
+from .table import QETable
 
 __all__ = ["mixquant", "sweep", "plan_for_budget", "qem_for_budget"]
 
@@ -101,7 +101,7 @@ def mixquant(
     """The MixQuant plan for ``qem`` (spec: "The MixQuant rule").
 
     Args:
-        table: the QE table (:func:`mixquant_lite.qe_table.qe_table`).
+        table: the QE table (:func:`mixquant_lite.table.qe_table`).
         qem: the QE multiplier, a finite number > 0. Larger -> fewer bits.
         baseline_bits: the baseline bit-width; must be one of ``table.bits``.
         fixed: ``{layer: bits}`` kept as given (e.g. first and last layer at 8); layers must be

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mixquant_lite import analysis
 from mixquant_lite.evaluate import evaluate
-from mixquant_lite.quant import qe, quantize
+from mixquant_lite.quant import fake_quantize, qe
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -85,7 +85,7 @@ def test_single_layer_sensitivity_matches_manual_and_leaves_model():
     # the accuracy is the one of the model with only that layer quantized
     m2 = tiny_model()
     with torch.no_grad():
-        m2[3].weight.copy_(quantize(m2[3].weight, 2))
+        m2[3].weight.copy_(fake_quantize(m2[3].weight, 2))
     assert r.accuracy == evaluate(m2, loader)
     assert r["drop"] == pytest.approx(1.0 - r.accuracy)
     assert r.loss_increase == pytest.approx(r.loss - df.attrs["fp_loss"])

@@ -10,7 +10,7 @@ Example::
     qmodel, report = brecq(model, calibration_batch(1024), plan, act_bits=8)
     print(report.to_frame())
 
-The returned model is a BatchNorm-folded copy (see :mod:`.fold_bn`) whose ``Conv2d`` / ``Linear``
+The returned model is a BatchNorm-folded copy (see :mod:`.folding`) whose ``Conv2d`` / ``Linear``
 weights are hard-rounded onto each layer's own ``b``-bit asymmetric grid, in ``eval()`` mode on the
 caller's device. With ``act_bits`` it also carries ``input_quantizer`` submodules applied by forward
 pre-hooks (it deep-copies and pickles). The caller's model is never modified.
@@ -40,8 +40,8 @@ from .block_recon import (
     quantizable_layer_names,
     reconstruct_unit,
 )
-from .fold_bn import check_folding
-from .fold_bn import fold_bn as _fold_bn
+from .folding import check_folding
+from .folding import fold_bn as _fold_bn
 
 __all__ = ["brecq", "BrecqReport", "UnitResult", "resolve_bits", "DEFAULTS"]
 

@@ -2,10 +2,11 @@
 
 The model is cut into *units*, reconstructed one after another in execution order:
 
-- every torchvision :class:`~torchvision.models.resnet.BasicBlock` /
-  :class:`~torchvision.models.resnet.Bottleneck` (so every block of our ResNet-20 and of
-  ``torchvision.models.resnet*``) is one unit, reconstructed block-wise: its output after the final
-  ReLU must match the full-precision block's output;
+- every module of a registered block type (:mod:`mixquant_lite.layers`: torchvision's
+  ``BasicBlock`` / ``Bottleneck``, so every block of our ResNet-20 and of ``torchvision.models.
+  resnet*``, and MobileNetV2's ``InvertedResidual``; add your own with
+  :func:`~mixquant_lite.layers.register_block`) is one unit, reconstructed block-wise: its output
+  must match the full-precision block's output;
 - every other ``Conv2d`` / ``Linear`` (the stem ``conv1``, the classifier ``fc``, or every layer
   of a model we know no blocks for) is a unit of its own, reconstructed layer-wise on its output.
 
@@ -34,14 +35,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.func import functional_call
-from torchvision.models.resnet import BasicBlock, Bottleneck
 from tqdm.auto import tqdm
 
+from ..layers import QUANTIZABLE_TYPES, block_spec, quantizable_layer_names
 from .act_quant import ActQuantizer, quantize_input_hook
 from .adaround import AdaRoundQuantizer
 
 __all__ = [
-    "BLOCK_TYPES",
     "QUANTIZABLE_TYPES",
     "Unit",
     "LinearTempDecay",
@@ -51,17 +51,6 @@ __all__ = [
     "capture",
     "reconstruct_unit",
 ]
-
-BLOCK_TYPES: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck)
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
-# Convolutions inside a block whose input is a post-ReLU intermediate (quantized when activations
-# are); the block's own input is quantized by a pre-hook on the block.
-_MID_INPUTS = {BasicBlock: ("conv2",), Bottleneck: ("conv2", "conv3")}
-
-
-def quantizable_layer_names(model: nn.Module) -> list[str]:
-    """Module paths of the ``Conv2d`` / ``Linear`` layers, in registration order."""
-    return [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE_TYPES)]
 
 
 @dataclass
@@ -87,12 +76,8 @@ def find_units(model: nn.Module) -> list[Unit]:
     def walk(module: nn.Module, prefix: str) -> None:
         for name, child in module.named_children():
             full = f"{prefix}{name}"
-            if isinstance(child, BLOCK_TYPES):
-                layers = [
-                    (f"{full}.{n}", n)
-                    for n, m in child.named_modules()
-                    if isinstance(m, QUANTIZABLE_TYPES)
-                ]
+            if block_spec(child) is not None:
+                layers = [(f"{full}.{n}", n) for n in quantizable_layer_names(child)]
                 units.append(Unit(full, "block", layers))
             elif isinstance(child, QUANTIZABLE_TYPES):
                 units.append(Unit(full, "layer", [(full, "")]))
@@ -187,16 +172,18 @@ class LinearTempDecay:
 def add_act_quantizers(
     unit_module: nn.Module, unit: Unit, bits_in: int | None, bits_mid: int | None
 ) -> list[ActQuantizer]:
-    """Install input quantizers on a unit: on its own input (``bits_in``) and, in a residual block,
-    on the post-ReLU inputs of ``conv2`` (and ``conv3``) (``bits_mid``). Returns them."""
+    """Install input quantizers on a unit: on its own input (``bits_in``) and, in a block, on the
+    inputs of the layers its :class:`~mixquant_lite.layers.BlockSpec` names as fed by an
+    intermediate activation (``bits_mid``; e.g. ``conv2`` of a ``BasicBlock``). Returns them."""
     added = []
     if bits_in is not None:
         unit_module.input_quantizer = ActQuantizer(bits_in)
         unit_module.register_forward_pre_hook(quantize_input_hook)
         added.append(unit_module.input_quantizer)
-    if bits_mid is not None and unit.kind == "block":
-        for name in _MID_INPUTS.get(type(unit_module), ()):
-            layer = getattr(unit_module, name)
+    spec = block_spec(unit_module)
+    if bits_mid is not None and unit.kind == "block" and spec is not None:
+        for name in spec.mid_inputs(unit_module):
+            layer = unit_module.get_submodule(name)
             layer.input_quantizer = ActQuantizer(bits_mid)
             layer.register_forward_pre_hook(quantize_input_hook)
             added.append(layer.input_quantizer)
