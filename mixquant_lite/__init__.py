@@ -23,13 +23,14 @@ from .quant import (
     quantize,
     quantize_affine,
 )
-from .recon import BrecqReport, brecq, fold_bn
+from .recon import BrecqConfig, BrecqReport, brecq, fold_bn
 from .search import mixquant, plan_for_budget, qem_for_budget, sweep
 from .table import QETable, qe_table
 
 __version__ = "0.1.0"
 __all__ = [
     "BitPlan",
+    "BrecqConfig",
     "BrecqReport",
     "QETable",
     "brecq",

@@ -9,13 +9,16 @@ is called ``recon`` so that ``mixquant_lite.brecq`` can be the function.
 from . import fold_bn as _fold_bn_module  # noqa: F401
 from .act_quant import ActQuantizer
 from .adaround import AdaRoundQuantizer, weight_qparams
-from .api import DEFAULTS, BrecqReport, UnitResult, brecq, resolve_bits
+from .api import DEFAULTS, BrecqReport, UnitResult, brecq, plan_bits, resolve_bits
 from .block_recon import LinearTempDecay, find_units, quantizable_layer_names
+from .config import BrecqConfig
 from .folding import check_folding, fold_bn, fold_conv_bn
 
 __all__ = [
     "brecq",
+    "BrecqConfig",
     "BrecqReport",
+    "plan_bits",
     "UnitResult",
     "DEFAULTS",
     "resolve_bits",

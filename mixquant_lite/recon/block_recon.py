@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ..layers import QUANTIZABLE_TYPES, block_spec, quantizable_layer_names
 from .act_quant import ActQuantizer, quantize_input_hook
 from .adaround import AdaRoundQuantizer
+from .config import BrecqConfig
 
 __all__ = [
     "QUANTIZABLE_TYPES",
@@ -215,18 +216,11 @@ def reconstruct_unit(
     act_quantizers: list[ActQuantizer],
     inputs: torch.Tensor,
     targets: torch.Tensor,
+    config: BrecqConfig,
     *,
-    iters: int,
-    batch_size: int,
+    iters: int | None = None,
     generator: torch.Generator,
-    reg_weight: float = 0.01,
-    warmup: float = 0.2,
-    beta: tuple[float, float] = (20.0, 2.0),
-    lr: float = 1e-3,
-    act_lr: float = 4e-4,
-    keep_better: bool = True,
     desc: str = "",
-    progress: bool = True,
 ) -> tuple[float, float, str, float]:
     """Learn the rounding (and activation steps) of one unit; write hard-rounded weights back.
 
@@ -237,67 +231,90 @@ def reconstruct_unit(
         act_quantizers: the unit's (uninitialised) activation quantizers, or ``[]``.
         inputs, targets: cached ``(N, ...)`` unit inputs (from the quantized model) and
             full-precision outputs, on the model's device.
-        iters: optimisation steps; ``0`` keeps round-to-nearest on the chosen grid.
-        keep_better: if the learned hard rounding has a larger calibration MSE than
-            round-to-nearest (possible with far fewer iterations than the recipe), use
-            round-to-nearest instead.
+        config: the run's :class:`~mixquant_lite.recon.config.BrecqConfig` (batch size, loss
+            and optimiser settings, ``keep_better``, ``progress``).
+        iters: optimisation steps (default ``config.iters``); ``0`` keeps round-to-nearest.
+        generator: seeds the mini-batch sampling.
 
     Returns:
         ``(loss_before, loss_after, rounding, loop_seconds)``: MSE per output element on all
         ``N`` samples with round-to-nearest weights (activation quantizers freshly initialised)
         and with the final hard rounding; ``rounding`` is ``"learned"``, ``"nearest"``
-        (``iters=0``) or ``"nearest (fallback)"``; wall seconds of the optimisation loop.
+        (``iters=0``) or ``"nearest (fallback)"`` (``keep_better`` and learned rounding was
+        worse); wall seconds of the optimisation loop.
     """
+    iters = config.iters if iters is None else iters
     nearest = {k: q.nearest() for k, q in quantizers.items()}
-    # Initialise activation quantizers on the first calibration activations they see.
-    with torch.no_grad():
+    with torch.no_grad():  # initialise activation quantizers on the first activations they see
         functional_call(unit_module, nearest, (inputs[:256],))
     loss_before = _mse(unit_module, nearest, inputs, targets)
-
     t_loop = time.perf_counter()
     if iters > 0:
-        opt_w = torch.optim.Adam([q.alpha for q in quantizers.values()], lr=lr)
-        opt_a = sched_a = None
-        if act_quantizers:
-            opt_a = torch.optim.Adam([a.delta for a in act_quantizers], lr=act_lr)
-            sched_a = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=iters, eta_min=0.0)
-        decay = LinearTempDecay(iters, warmup, *beta)
-        n, dev = len(inputs), inputs.device
-        bar = tqdm(range(iters), desc=desc, disable=not progress, leave=False)
-        for it in bar:
-            idx = torch.randperm(n, generator=generator)[:batch_size].to(dev)
-            weights = {k: q() for k, q in quantizers.items()}
-            rec = _rec_loss(functional_call(unit_module, weights, (inputs[idx],)), targets[idx])
-            # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
-            # warm-up ends one step earlier and beta reaches exactly its end value at the last step.
-            t = it + 1
-            if t < decay.start_decay:
-                loss = rec  # warm-up: reconstruction only
-            else:
-                b = decay(t)
-                reg = sum(q.rounding_reg(b) for q in quantizers.values())
-                loss = rec + reg_weight * reg
-            opt_w.zero_grad(set_to_none=True)
-            if opt_a is not None:
-                opt_a.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_w.step()
-            if opt_a is not None:
-                opt_a.step()
-                sched_a.step()
-            if progress and (it % 100 == 0 or it == iters - 1):
-                bar.set_postfix(rec=f"{rec.item():.4g}", loss=f"{loss.item():.4g}")
-        if inputs.device.type == "cuda":
-            torch.cuda.synchronize(inputs.device)
+        _optimise(unit_module, quantizers, act_quantizers, inputs, targets, config, iters,
+                  generator, desc)
     else:
         for q in quantizers.values():
             q.set_nearest()
     loop_seconds = time.perf_counter() - t_loop
+    hard, loss_after, kept = _harden(unit_module, quantizers, inputs, targets, loss_before,
+                                     "learned" if iters > 0 else "nearest", config.keep_better)
+    params = dict(unit_module.named_parameters())
+    with torch.no_grad():  # from now on the model holds the quantized unit
+        for k, w in hard.items():
+            params[k].copy_(w)
+    return loss_before, loss_after, kept, loop_seconds
+
+
+def _optimise(
+    unit_module: nn.Module, quantizers: dict[str, AdaRoundQuantizer],
+    act_quantizers: list[ActQuantizer], inputs: torch.Tensor, targets: torch.Tensor,
+    config: BrecqConfig, iters: int, generator: torch.Generator, desc: str,
+) -> None:
+    """The BRECQ loop: Adam on the rounding variables (and activation steps) for ``iters``
+    steps on mini-batches of the cached inputs/targets."""
+    opt_w = torch.optim.Adam([q.alpha for q in quantizers.values()], lr=config.lr)
+    opt_a = sched_a = None
+    if act_quantizers:
+        opt_a = torch.optim.Adam([a.delta for a in act_quantizers], lr=config.act_lr)
+        sched_a = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=iters, eta_min=0.0)
+    decay = LinearTempDecay(iters, config.warmup, *config.beta)
+    n, dev = len(inputs), inputs.device
+    bar = tqdm(range(iters), desc=desc, disable=not config.progress, leave=False)
+    for it in bar:
+        idx = torch.randperm(n, generator=generator)[: config.batch_size].to(dev)
+        weights = {k: q() for k, q in quantizers.items()}
+        rec = _rec_loss(functional_call(unit_module, weights, (inputs[idx],)), targets[idx])
+        # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
+        # warm-up ends one step earlier and beta reaches exactly its end value at the last step.
+        t = it + 1
+        loss = rec
+        if t >= decay.start_decay:  # after the warm-up: reconstruction + rounding regulariser
+            b = decay(t)
+            loss = rec + config.reg_weight * sum(q.rounding_reg(b) for q in quantizers.values())
+        opt_w.zero_grad(set_to_none=True)
+        if opt_a is not None:
+            opt_a.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_w.step()
+        if opt_a is not None and sched_a is not None:
+            opt_a.step()
+            sched_a.step()
+        if config.progress and (it % 100 == 0 or it == iters - 1):
+            bar.set_postfix(rec=f"{rec.item():.4g}", loss=f"{loss.item():.4g}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _harden(
+    unit_module: nn.Module, quantizers: dict[str, AdaRoundQuantizer], inputs: torch.Tensor,
+    targets: torch.Tensor, loss_before: float, kept: str, keep_better: bool,
+) -> tuple[dict[str, torch.Tensor], float, str]:
+    """Hard rounding for good; with ``keep_better``, round-to-nearest instead when the learned
+    rounding has the larger calibration MSE. Returns the weights, their MSE and the choice."""
     for q in quantizers.values():
         q.harden()
     hard = {k: q().detach() for k, q in quantizers.items()}
     loss_after = _mse(unit_module, hard, inputs, targets)
-    kept = "learned" if iters > 0 else "nearest"
     if keep_better and loss_after > loss_before:
         # Too few iterations leave h(V) far from 0/1, and the hard rounding can then be worse
         # than round-to-nearest; never hand back a unit worse than RTN on the calibration data.
@@ -305,9 +322,4 @@ def reconstruct_unit(
             q.set_nearest()
         hard = {k: q().detach() for k, q in quantizers.items()}
         loss_after, kept = _mse(unit_module, hard, inputs, targets), "nearest (fallback)"
-    # Write the hard-rounded weights into the model: from now on it is the quantized unit.
-    params = dict(unit_module.named_parameters())
-    with torch.no_grad():
-        for k, w in hard.items():
-            params[k].copy_(w)
-    return loss_before, loss_after, kept, loop_seconds
+    return hard, loss_after, kept
