@@ -1,6 +1,6 @@
 """The MixQuant search, QEM sweeps, and exact budget-constrained plans.
 
-Spec (``shared/docs/mixquant-spec.md``, "The MixQuant rule"): for each layer ``l``, threshold
+Definitions: ``docs/method.md`` ("The MixQuant rule"): for each layer ``l``, threshold
 ``t_l = QEM * QE(W_l, baseline)``; the chosen bit-width is the smallest candidate ``b`` with
 ``QE(W_l, b) <= t_l``; if none qualifies, the largest candidate. ``QEM <= 0``, NaN or inf is an
 error. The search is linear in layers x candidates; a sweep reuses one QE table.
@@ -98,7 +98,7 @@ def mixquant(
     baseline_bits: int = 8,
     fixed: Mapping[str, int] | None = None,
 ) -> BitPlan:
-    """The MixQuant plan for ``qem`` (spec: "The MixQuant rule").
+    """The MixQuant plan for ``qem`` (``docs/method.md``, "The MixQuant rule").
 
     Args:
         table: the QE table (:func:`mixquant_lite.table.qe_table`).

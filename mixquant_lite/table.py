@@ -164,7 +164,7 @@ def qe_table(
     compiled: bool = False,
     workers: int = 1,
 ) -> QETable:
-    """The QE table of ``model``'s ``Conv2d``/``Linear`` weights (spec: "Quantization error").
+    """The QE table of ``model``'s ``Conv2d``/``Linear`` weights (``docs/method.md``, "QE").
 
     Args:
         model: any module; its weights are read, never modified (any device, any float dtype;
@@ -259,7 +259,7 @@ def _layer_grid(w: torch.Tensor, bits: tuple[int, ...], per_channel: bool, name:
     qmax = (2 ** np.asarray(bits, dtype=np.int64) - 1)[:, None]
     qlo, qhi = -zp, qmax - zp
     # round(min * (1/s)) and round(max * (1/s)) bound every q (both steps are monotone); where
-    # they stay in [-z, qmax - z] the spec's clamp cannot change any element and is skipped.
+    # they stay in [-z, qmax - z] the quantizer's clamp cannot change any element and is skipped.
     need_clamp = ((np.rint(mn[None, :] * inv) < qlo) | (np.rint(mx[None, :] * inv) > qhi)).any(0)
 
     def col(a: np.ndarray) -> torch.Tensor:  # (nb, C) numpy -> (nb, C, 1) float32 tensor

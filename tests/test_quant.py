@@ -216,7 +216,7 @@ def test_half_precision_is_measured_in_float32():
 
 
 def test_roundoff_error_is_about_s2_over_12():
-    # spec, "useful fact": uniform rounding error when the step is small next to the spread
+    # docs/method.md, "QE": uniform rounding error when the step is small next to the spread
     w = torch.rand(200_000) * 2 - 1
     s, _ = qparams(w, 8)
     assert qe(w, 8) == pytest.approx(s.item() ** 2 / 12, rel=0.02)

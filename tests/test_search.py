@@ -1,4 +1,4 @@
-"""The MixQuant rule (spec: "The MixQuant rule"), sweeps, exact budget plans and BitPlan."""
+"""The MixQuant rule (docs/method.md: "The MixQuant rule"), sweeps, exact budget plans and BitPlan."""
 import itertools
 import json
 import math
@@ -30,7 +30,7 @@ def table_of(values, bits=BITS, numel=None) -> QETable:
 
 
 def uniform_like(n_layers=3, bits=BITS) -> QETable:
-    """QE ~ 4x per bit, layers alike up to a factor (the spec's "useful fact")."""
+    """QE ~ 4x per bit, layers alike up to a factor (docs/method.md, "QE")."""
     base = np.array([4.0 ** (8 - b) for b in bits])
     return table_of([base * (1 + 0.1 * i) for i in range(n_layers)], bits)
 

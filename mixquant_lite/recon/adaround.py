@@ -1,4 +1,5 @@
-"""AdaRound (Nagel et al., 2020) on top of the asymmetric quantizer of ``mixquant-spec.md``.
+"""AdaRound (Nagel et al., 2020) on top of the asymmetric quantizer of
+:mod:`mixquant_lite.quant` (``docs/method.md``).
 
 Round-to-nearest picks, for every weight, the closer of the two grid points ``floor(W/s)`` and
 ``floor(W/s) + 1``. AdaRound learns that choice instead: a continuous variable ``V`` per weight
