@@ -10,6 +10,7 @@ The notebooks' helpers live in :mod:`mixquant_lite.tutorial`; the core imports n
 # package attribute of that name is the function bound below, and stays so.
 from . import qe_table as _qe_table_module  # noqa: F401
 from .evaluate import evaluate
+from .export import export, load_quantized
 from .layers import quantizable_layers, register_block
 from .plan import BitPlan
 from .quant import (
@@ -38,9 +39,11 @@ __all__ = [
     "choose_qparams",
     "dequantize_affine",
     "evaluate",
+    "export",
     "fake_quantize",
     "fake_quantize_affine",
     "fold_bn",
+    "load_quantized",
     "mixquant",
     "plan_for_budget",
     "qe",

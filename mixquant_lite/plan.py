@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .layers import QUANTIZABLE_TYPES
 from .quant import check_bits, fake_quantize
 
 if TYPE_CHECKING:
@@ -214,14 +215,13 @@ class BitPlan:
         return cls(bits, numel, bool(data.get("per_channel", False)), data.get("meta") or {})
 
     # ------------------------------------------------------------------ application
-    def apply(self, model: nn.Module) -> nn.Module:
-        """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
-        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.fake_quantize`, with
-        this plan's ``per_channel``). Biases and unplanned layers are left as they are.
+    def check_model(self, model: nn.Module) -> None:
+        """Check that ``model`` has every planned layer, as a ``Conv2d``/``Linear`` with the
+        planned number of weights.
 
         Raises:
-            ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``
-                or has a different number of weights (the message names the layer).
+            TypeError: ``model`` is not an ``nn.Module``.
+            ValueError: a planned layer is missing, of another type or size (named).
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -232,12 +232,23 @@ class BitPlan:
             raise ValueError(f"layer {missing[0]!r} of the plan is not in the model{more}")
         for name, n in self.numel.items():
             m = modules[name]
-            if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            if not isinstance(m, QUANTIZABLE_TYPES):
                 raise ValueError(f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
             if m.weight.numel() != n:
                 raise ValueError(
                     f"layer {name!r} has {m.weight.numel()} weights, the plan expects {n}"
                 )
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
+        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.fake_quantize`, with
+        this plan's ``per_channel``). Biases and unplanned layers are left as they are.
+
+        Raises:
+            ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``
+                or has a different number of weights (the message names the layer).
+        """
+        self.check_model(model)
         out = copy.deepcopy(model)
         with torch.no_grad():
             for name, b in self.bits.items():
