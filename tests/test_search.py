@@ -1,4 +1,4 @@
-"""The MixQuant rule (docs/method.md: "The MixQuant rule"), sweeps, exact budget plans and BitPlan."""
+"""The MixQuant rule (docs/method.md), sweeps, exact budget plans and BitPlan."""
 import itertools
 import json
 import math
