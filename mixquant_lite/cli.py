@@ -372,7 +372,7 @@ def _run_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- entry point
 
 Command = tuple[
-    Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str
+    Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int], str
 ]
 COMMANDS: dict[str, Command] = {
     "search": (_add_search_args, _run_search,

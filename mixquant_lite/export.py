@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .layers import weight_of
 from .plan import BitPlan
 from .quant import check_bits, choose_qparams, dequantize_affine, quantize_affine
 
@@ -176,7 +177,7 @@ def export(
     codes_bytes = qparam_bytes = 0
     with torch.no_grad():
         for name, bits in plan.bits.items():
-            w = model.get_submodule(name).weight.detach()
+            w = weight_of(model, name).detach()
             scale, zp = choose_qparams(w, bits, granularity, range_method)
             q = quantize_affine(w, scale, zp, bits).cpu().numpy()
             packed = torch.from_numpy(pack_bits(q, bits))

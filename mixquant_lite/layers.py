@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -31,6 +32,7 @@ __all__ = [
     "quantizable_layers",
     "quantizable_layer_names",
     "first_last_layers",
+    "weight_of",
 ]
 
 QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
@@ -51,6 +53,19 @@ def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def quantizable_layer_names(model: nn.Module) -> list[str]:
     """Module paths of :func:`quantizable_layers`."""
     return [n for n, _ in quantizable_layers(model)]
+
+
+def weight_of(module: nn.Module, name: str = "") -> torch.Tensor:
+    """The ``weight`` tensor of ``module`` (or of its sub-module at path ``name``).
+
+    Raises:
+        TypeError: the module has no weight tensor.
+    """
+    m = module.get_submodule(name) if name else module
+    w = getattr(m, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"module {name or type(m).__name__!r} has no weight tensor")
+    return w
 
 
 def first_last_layers(model_or_names: nn.Module | Sequence[str]) -> tuple[str, str]:

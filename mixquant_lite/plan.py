@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .layers import QUANTIZABLE_TYPES
+from .layers import QUANTIZABLE_TYPES, weight_of
 from .quant import check_bits, fake_quantize
 
 if TYPE_CHECKING:
@@ -234,9 +234,9 @@ class BitPlan:
             m = modules[name]
             if not isinstance(m, QUANTIZABLE_TYPES):
                 raise ValueError(f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
-            if m.weight.numel() != n:
+            if weight_of(m).numel() != n:
                 raise ValueError(
-                    f"layer {name!r} has {m.weight.numel()} weights, the plan expects {n}"
+                    f"layer {name!r} has {weight_of(m).numel()} weights, the plan expects {n}"
                 )
 
     def apply(self, model: nn.Module) -> nn.Module:
@@ -252,7 +252,7 @@ class BitPlan:
         out = copy.deepcopy(model)
         with torch.no_grad():
             for name, b in self.bits.items():
-                w = out.get_submodule(name).weight
+                w = weight_of(out, name)
                 w.copy_(fake_quantize(w, b, per_channel=self.per_channel))
         return out
 

@@ -197,13 +197,8 @@ def _mixquant_at(table: QETable, target: float, fixed: dict[str, int]) -> tuple[
         qems.append(qem_for_budget(table, avg_bits=target, fixed=fixed))
     except ValueError:
         pass  # no MixQuant plan is that small; the closest one is still chosen below
-    best = None
-    for q in qems:
-        plan = mixquant(table, float(q), fixed=fixed)
-        key = (abs(plan.avg_bits - target), plan.avg_bits, q)
-        if best is None or key < best[0]:
-            best = (key, plan, float(q))
-    return best[1], best[2]
+    plans = [(mixquant(table, float(q), fixed=fixed), float(q)) for q in qems]
+    return min(plans, key=lambda pq: (abs(pq[0].avg_bits - target), pq[0].avg_bits, pq[1]))
 
 
 def _matched(avg: float, ref: float) -> str:

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .layers import QUANTIZABLE_TYPES, quantizable_layers
+from .layers import QUANTIZABLE_TYPES, quantizable_layers, weight_of
 from .quant import _grid, _minmax, check_bit_list, check_bits
 
 __all__ = ["QETable", "qe_table", "quantizable_layers", "QUANTIZABLE_TYPES"]
@@ -192,7 +192,7 @@ def qe_table(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     return _table_from_weights(
-        [(n, m.weight) for n, m in named], cand, per_channel, compiled, workers
+        [(n, weight_of(m)) for n, m in named], cand, per_channel, compiled, workers
     )
 
 

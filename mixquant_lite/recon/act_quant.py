@@ -34,6 +34,9 @@ class ActQuantizer(nn.Module):
         initialized: bool buffer; ``False`` until the first forward call.
     """
 
+    zero_point: torch.Tensor
+    initialized: torch.Tensor
+
     def __init__(self, bits: int) -> None:
         super().__init__()
         self.bits = check_bits(bits, "act_bits")
@@ -65,4 +68,5 @@ def quantize_input_hook(module: nn.Module, args: tuple) -> tuple:
 
     A module-level function (not a closure) so quantized models deep-copy and pickle.
     """
-    return (module.input_quantizer(args[0]), *args[1:])
+    quantizer: nn.Module = module.get_submodule("input_quantizer")
+    return (quantizer(args[0]), *args[1:])

@@ -67,6 +67,11 @@ class AdaRoundQuantizer(nn.Module):
         soft: ``True`` while learning; :meth:`harden` switches to hard rounding for good.
     """
 
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    w_floor: torch.Tensor
+    nearest_up: torch.Tensor
+
     def __init__(
         self,
         weight: torch.Tensor,

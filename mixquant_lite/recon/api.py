@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..evaluate import model_device
-from ..layers import first_last_layers, quantizable_layer_names
+from ..layers import first_last_layers, quantizable_layer_names, weight_of
 from ..quant import check_bits
 from .adaround import AdaRoundQuantizer
 from .block_recon import (
@@ -306,7 +306,7 @@ def brecq(
     ]
     work.eval()
     report = BrecqReport(
-        units=results, bits=bits, numel={n: work.get_submodule(n).weight.numel() for n in names},
+        units=results, bits=bits, numel={n: weight_of(work, n).numel() for n in names},
         act_bits=cfg.act_bits, settings={**cfg.to_dict(), "device": str(device)},
         seconds=time.perf_counter() - t0, not_reconstructed=not_reached, config=cfg,
     )
@@ -331,7 +331,7 @@ def _round_unreached(
 ) -> None:
     """Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction."""
     for n in names:
-        w = work.get_submodule(n).weight
+        w = weight_of(work, n)
         q = AdaRoundQuantizer(w, bits[n], per_channel=bool(cfg.per_channel),
                               range_method=cfg.weight_range)
         w.copy_(q.nearest())
@@ -363,7 +363,7 @@ def _reconstruct(
     inputs = capture(work, module, x, output=False)
     quantizers = {
         (f"{rel}.weight" if rel else "weight"): AdaRoundQuantizer(
-            work.get_submodule(full).weight, bits[full], per_channel=bool(cfg.per_channel),
+            weight_of(work, full), bits[full], per_channel=bool(cfg.per_channel),
             range_method=cfg.weight_range,
         ).to(x.device)
         for full, rel in unit.layers

@@ -28,6 +28,8 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 
 __all__ = ["fold_bn", "fold_conv_bn", "check_folding"]
 
@@ -36,7 +38,7 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @torch.no_grad()
-def fold_conv_bn(conv: nn.Module, bn: nn.Module) -> nn.Module:
+def fold_conv_bn(conv: _ConvNd, bn: _BatchNorm) -> _ConvNd:
     """Return a new convolution equal to ``bn(conv(x))`` for a BatchNorm in eval mode.
 
     The arithmetic is done in float64 and cast back to the convolution's dtype.
@@ -75,8 +77,9 @@ def _fold_children(parent: nn.Module) -> int:
     # Attribute pairs convX / bnX.
     for name, child in children.items():
         bn_name = _bn_name(name)
-        if isinstance(child, _CONV) and bn_name and isinstance(children.get(bn_name), _BN):
-            setattr(parent, name, fold_conv_bn(child, children[bn_name]))
+        bn = children.get(bn_name) if bn_name else None
+        if isinstance(child, _ConvNd) and isinstance(bn, _BatchNorm):
+            setattr(parent, name, fold_conv_bn(child, bn))
             setattr(parent, bn_name, nn.Identity())
             n += 1
     # Consecutive (conv, bn) inside a Sequential.
