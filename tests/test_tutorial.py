@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mixquant_lite import tutorial as analysis
-from mixquant_lite.tutorial.correlation import _pearson_rows, _rank_rows
 from mixquant_lite.evaluate import evaluate
 from mixquant_lite.quant import fake_quantize, qe
+from mixquant_lite.tutorial.correlation import _pearson_rows, _rank_rows
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
