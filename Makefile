@@ -41,6 +41,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks
+	$(BIN)/mypy mixquant_lite
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/search_speed.py

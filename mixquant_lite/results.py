@@ -58,6 +58,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -507,7 +508,7 @@ def _vanilla_section(exp: Experiment, table: QETable, vanilla_bits: tuple[int, .
         exp.add("vanilla", "uniform", "vanilla", plan, exp.vanilla(plan, f"vanilla W{b}"))
     seen = set()
     for qem in qem_grid:
-        plan, search_s = _timed(lambda q=qem: mixquant(table, q))
+        plan, search_s = _timed(partial(mixquant, table, qem))
         if tuple(plan.bits.items()) in seen:
             continue  # the grid's next QEM gave the same plan: one row per distinct plan
         seen.add(tuple(plan.bits.items()))
@@ -515,7 +516,7 @@ def _vanilla_section(exp: Experiment, table: QETable, vanilla_bits: tuple[int, .
         exp.add("vanilla", "MixQuant", "vanilla", plan,
                 exp.vanilla(plan, f"MixQuant QEM={qem:g}"), qem=qem, search_s=search_s,
                 compare_to=f"vanilla W{b}", matched=_matched(plan.avg_bits, ref))
-        bplan, search_s = _timed(lambda p=plan: plan_for_budget(table, avg_bits=p.avg_bits))
+        bplan, search_s = _timed(partial(plan_for_budget, table, avg_bits=plan.avg_bits))
         exp.add("vanilla", "budget", "vanilla", bplan,
                 exp.vanilla(bplan, f"budget {plan.avg_bits:.2f} bits"), search_s=search_s,
                 compare_to=f"vanilla W{b}", matched=_matched(bplan.avg_bits, ref))

@@ -225,7 +225,8 @@ def plan_for_budget(
     cols = _solve_mckp(cost, numel[:, None] * bits[None, :], allowed, limit)
     meta = {"method": "plan_for_budget", name: value}
     plan = _plan(table, cols, fixed, meta)
-    assert plan.total_bits <= limit
+    if plan.total_bits > limit:  # the solver's answer is checked in exact integer arithmetic
+        raise RuntimeError(f"MILP returned a plan over the budget ({plan.total_bits} > {limit} bits)")
     return plan
 
 

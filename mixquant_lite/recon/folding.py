@@ -78,7 +78,7 @@ def _fold_children(parent: nn.Module) -> int:
     for name, child in children.items():
         bn_name = _bn_name(name)
         bn = children.get(bn_name) if bn_name else None
-        if isinstance(child, _ConvNd) and isinstance(bn, _BatchNorm):
+        if bn_name is not None and isinstance(child, _ConvNd) and isinstance(bn, _BatchNorm):
             setattr(parent, name, fold_conv_bn(child, bn))
             setattr(parent, bn_name, nn.Identity())
             n += 1

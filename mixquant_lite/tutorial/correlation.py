@@ -40,18 +40,18 @@ def spearman_bootstrap(
         ``(rho, lo, hi)``: ``scipy.stats.spearmanr`` on the data and the ``(1-ci)/2`` and
         ``(1+ci)/2`` quantiles of the bootstrap distribution.
     """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and of equal length, got {x.shape} and {y.shape}")
-    if len(x) < 3:
-        raise ValueError(f"need at least 3 pairs, got {len(x)}")
+    xa = np.asarray(x, dtype=float)
+    ya = np.asarray(y, dtype=float)
+    if xa.shape != ya.shape or xa.ndim != 1:
+        raise ValueError(f"x and y must be 1-D and of equal length, got {xa.shape} and {ya.shape}")
+    if len(xa) < 3:
+        raise ValueError(f"need at least 3 pairs, got {len(xa)}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
-    rho = float(stats.spearmanr(x, y).statistic)
+    rho = float(stats.spearmanr(xa, ya).statistic)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-    boot = _pearson_rows(_rank_rows(x[idx]), _rank_rows(y[idx]))
+    idx = rng.integers(0, len(xa), size=(n_boot, len(xa)))
+    boot = _pearson_rows(_rank_rows(xa[idx]), _rank_rows(ya[idx]))
     boot = boot[np.isfinite(boot)]
     if boot.size == 0:
         return rho, float("nan"), float("nan")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,7 @@ def compare_at_budgets(
     from ..plan import BitPlan
     from ..search import mixquant, plan_for_budget, qem_for_budget
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for t in avg_bits:
         for method in methods:
             qem = float("nan")

@@ -18,19 +18,21 @@ def seed_everything(seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
-def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module ``name`` of ``model`` (a ``KeyError`` lists the quantizable names)."""
+def get_layer(model: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
+    """The quantizable layer ``name`` of ``model`` (a ``KeyError`` lists the quantizable names
+    when ``name`` is not one of them)."""
     modules = dict(model.named_modules())
-    if name not in modules:
+    layer = modules.get(name)
+    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         known = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        raise KeyError(f"model has no layer {name!r}; quantizable layers: {known}")
-    return modules[name]
+        raise KeyError(f"model has no quantizable layer {name!r}; quantizable layers: {known}")
+    return layer
 
 
 def count_weights(model: nn.Module) -> tuple[int, int]:
     """``(number of quantizable layers, number of their weights)`` (Conv2d and Linear)."""
     names = _layer_names(model)
-    return len(names), sum(get_layer(model, n).weight.numel() for n in names)
+    return len(names), sum(int(get_layer(model, n).weight.numel()) for n in names)
 
 
 def _layer_names(model: nn.Module) -> list[str]:

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..results import method_label
+
 __all__ = [
     "results_dir",
     "read_results",
@@ -52,11 +54,6 @@ def read_results(stem: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
         df["act_bits"] = df["act_bits"].astype("Int64")
     return df, json.loads(js.read_text())["provenance"]
 
-
-def method_label(search: str, quantizer: str) -> str:
-    """The one-string label of a row: the quantizer alone for uniform precision and FP32,
-    ``"<search> + <quantizer>"`` otherwise (``"MixQuant + BRECQ"``)."""
-    return quantizer if search in ("uniform", "none") else f"{search} + {quantizer}"
 
 
 def with_search_columns(df: pd.DataFrame) -> pd.DataFrame:

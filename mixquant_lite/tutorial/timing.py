@@ -6,6 +6,8 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,8 @@ from torch import nn
 
 from ..quant import check_bits
 from .helpers import _numel, count_weights
+
+T = TypeVar("T")
 
 __all__ = [
     "ExhaustiveResult",
@@ -101,12 +105,12 @@ def naive_qe_table(model: nn.Module, bits: Iterable[int] = range(2, 9)) -> np.nd
     quantize-dequantize of the layer per bit-width, each reading the weights again. Returns a
     float64 array ``(layers, bits)`` in ``quantizable_layers`` order.
     """
+    from ..layers import quantizable_layers, weight_of
     from ..quant import qe
-    from ..table import quantizable_layers
 
     bits = [check_bits(b) for b in bits]
     with torch.no_grad():
-        return np.array([[qe(m.weight, b) for b in bits] for _, m in quantizable_layers(model)])
+        return np.array([[qe(weight_of(m), b) for b in bits] for _, m in quantizable_layers(model)])
 
 
 def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
@@ -116,10 +120,12 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
                 r2=float(res.rvalue**2), stderr=float(res.stderr))
 
 
-def time_call(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
+def time_call(fn: Callable[[], T], repeats: int = 3) -> tuple[float, T]:
     """Best-of-``repeats`` wall time of ``fn()`` in seconds, and the last result."""
-    best, out = math.inf, None
-    for _ in range(max(1, repeats)):
+    t0 = time.perf_counter()
+    out = fn()
+    best = time.perf_counter() - t0
+    for _ in range(max(1, repeats) - 1):
         t0 = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - t0)
@@ -158,7 +164,7 @@ def time_qe_tables(
     for name in names:
         model = build(name)
         n_layers, n_weights = count_weights(model)
-        t_table, table = time_call(lambda m=model: qe_table(m, bits=bits), repeats)
+        t_table, table = time_call(partial(qe_table, model, bits=bits), repeats)
         row = dict(model=name, layers=n_layers, weights=n_weights, table_s=t_table)
         for k in n_qems:
             qems = np.logspace(0, 4, k) if k > 1 else [100.0]
@@ -168,7 +174,7 @@ def time_qe_tables(
 
             row[f"search_s_{k}"] = time_call(run, max(repeats, 10))[0]
         if reference is not None and name in reference_names:
-            row["reference_s"] = time_call(lambda m=model: reference(m, bits), 1)[0]
+            row["reference_s"] = time_call(partial(reference, model, bits), 1)[0]
         else:
             row["reference_s"] = float("nan")
         rows.append(row)
