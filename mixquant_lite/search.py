@@ -226,7 +226,7 @@ def plan_for_budget(
     meta = {"method": "plan_for_budget", name: value}
     plan = _plan(table, cols, fixed, meta)
     if plan.total_bits > limit:  # the solver's answer is checked in exact integer arithmetic
-        raise RuntimeError(f"MILP returned a plan over the budget ({plan.total_bits} > {limit} bits)")
+        raise RuntimeError(f"MILP plan over the budget ({plan.total_bits} > {limit} bits)")
     return plan
 
 
