@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from torch import nn
 
 from mixquant_lite.models import resnet20
@@ -19,29 +19,6 @@ from mixquant_lite.table import QETable, qe_table, quantizable_layers
 qt = importlib.import_module("mixquant_lite.table")
 
 
-@st.composite
-def weights(draw):
-    """Small tensors of many shapes, dtypes and magnitudes (tiny, large, constant, on a grid)."""
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6))
-    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
-    mag = draw(st.sampled_from([1e-38, 1e-20, 1e-6, 1.0, 1e4, 1e20, 1e30]))
-    if dtype == torch.float16:
-        mag = min(max(mag, 1e-3), 1e4)
-    n = int(np.prod(shape))
-    kind = draw(st.sampled_from(["random", "random", "constant", "zeros", "grid", "one-off"]))
-    if kind == "random":
-        vals = draw(hnp.arrays(np.float64, n, elements=st.floats(-1, 1, width=32)))
-    elif kind == "constant":
-        vals = np.full(n, draw(st.floats(-1, 1, width=32)))
-    elif kind == "zeros":
-        vals = np.zeros(n)
-    elif kind == "grid":  # exact ties at half steps are likely
-        vals = draw(hnp.arrays(np.float64, n, elements=st.integers(-8, 8))) / 8.0
-    else:  # all on the grid but one tiny value: float32 squares would underflow
-        vals = np.zeros(n)
-        vals[0], vals[-1] = 1.0, 1e-30 / mag
-    w = torch.tensor(vals * mag, dtype=torch.float64).reshape(shape)
-    return w.to(dtype)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +71,8 @@ def test_clamp_is_applied_where_it_bites():
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(w=weights(), bits=st.lists(st.integers(1, 16), min_size=1, max_size=4, unique=True),
+@given(w=weights(dtypes=("float32", "float16", "bfloat16")),
+       bits=st.lists(st.integers(1, 16), min_size=1, max_size=4, unique=True),
        per_channel=st.booleans())
 def test_any_tensor_matches_qe(w, bits, per_channel):
     bits = tuple(sorted(bits))

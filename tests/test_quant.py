@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import weights
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from mixquant_lite.quant import (
     check_bit_list,
@@ -46,26 +46,6 @@ def spec_round_trip(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
     return ((q - z[:, None]).astype(np.float32) * s[:, None]).reshape(x.shape)
 
 
-@st.composite
-def weights(draw, dtypes=("float32", "float16", "bfloat16", "float64")):
-    """Small tensors of many shapes and magnitudes (tiny, ordinary, large, constant)."""
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5))
-    dtype = draw(st.sampled_from(dtypes))
-    mag = draw(st.sampled_from([1e-38, 1e-20, 1e-6, 1.0, 1e4, 1e20, 1e30]))
-    if dtype == "float16":
-        mag = min(max(mag, 1e-3), 1e4)  # stay inside float16's range
-    kind = draw(st.sampled_from(["random", "random", "constant", "zeros", "levels"]))
-    n = int(np.prod(shape))
-    if kind == "random":
-        vals = draw(hnp.arrays(np.float64, n, elements=st.floats(-1, 1, width=32)))
-    elif kind == "constant":
-        vals = np.full(n, draw(st.floats(-1, 1, width=32)))
-    elif kind == "zeros":
-        vals = np.zeros(n)
-    else:  # values on a coarse grid: exact ties at half steps are likely
-        vals = draw(hnp.arrays(np.float64, n, elements=st.integers(-8, 8))) / 8.0
-    w = torch.tensor(vals * mag, dtype=torch.float64).reshape(shape)
-    return w.to(getattr(torch, dtype))
 
 
 # --------------------------------------------------------------------------- exactness
