@@ -25,7 +25,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
     layer = modules.get(name)
     if not isinstance(layer, (nn.Conv2d, nn.Linear)):
         known = [n for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        raise KeyError(f"model has no quantizable layer {name!r}; quantizable layers: {known}")
+        raise KeyError(f"model has no layer {name!r} among its quantizable layers {known}")
     return layer
 
 
