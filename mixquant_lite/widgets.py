@@ -292,7 +292,10 @@ class QEMExplorer:
     @staticmethod
     def label(qem: float) -> str:
         """The text the slider shows for ``qem``: the shortest repr that parses back to it."""
-        return repr(float(qem)) if qem != int(qem) else str(int(qem))
+        qem = float(qem)
+        if not np.isfinite(qem):
+            return "inf"
+        return str(int(qem)) if qem == int(qem) else repr(qem)
 
     def interval(self, qem: float) -> tuple[float, float]:
         """``[lo, hi)``: the QEMs that give the same plan as change point ``qem``."""
@@ -317,9 +320,10 @@ class QEMExplorer:
         v, _ = self.view(qem)
         lo, hi = self.interval(qem)
         acc = "not evaluated" if v["accuracy"] is None else f"accuracy {v['accuracy']:.1%}"
+        span = (f"QEM >= {self.label(lo)}" if not np.isfinite(hi)
+                else f"{self.label(lo)} <= QEM < {self.label(hi)}")
         return (f"QEM {self.label(qem)}: {v['avg_bits']:.2f} average bits, "
-                f"{v['size_bytes'] / 1024:.1f} KiB of weights, {acc} (same plan for "
-                f"{self.label(lo)} <= QEM < {self.label(hi)})")
+                f"{v['size_bytes'] / 1024:.1f} KiB of weights, {acc} (same plan for {span})")
 
     def render(self, qem: float) -> None:
         from .plotting import plot_plan_bits

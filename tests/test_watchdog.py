@@ -39,7 +39,7 @@ def kernel_pid(stderr: str) -> int:
 
 @pytest.mark.slow
 def test_notebook_bound_kills_a_hung_kernel(tmp_path):
-    # the fixture's cell 2 SIGSTOPs its kernel: no reply ever comes; no cell bound, 20 s per notebook
+    # the fixture SIGSTOPs its kernel in cell 2: no reply ever comes; no cell bound, 20 s in all
     p, took = run(["--cell-timeout", "0", "--notebook-timeout", "20"], tmp_path, 20)
     assert p.returncode == 124, p.stderr
     assert took < 20 + 30  # the bound plus the runner's own start-up and clean-up

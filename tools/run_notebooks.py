@@ -58,7 +58,7 @@ def child(path: Path, output: Path, cell_timeout: int | None) -> int:
 
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}},
-                            store_widget_state=False)
+                            store_widget_state=True)
 
     def on_start(notebook=None, **_):
         prov = getattr(client.km, "provisioner", None)
@@ -86,6 +86,16 @@ def child(path: Path, output: Path, cell_timeout: int | None) -> int:
     os.replace(tmp, output)
     _emit(event="finished")
     return 0
+
+
+def _proc_state(pid: int | None) -> str:
+    """Kernel state at the hang: ``/proc`` run state and CPU seconds used (Linux only)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return f"state {fields[0]}, {cpu:.1f} CPU s used"
+    except (OSError, ValueError, IndexError, TypeError):
+        return "state unknown"
 
 
 def _kill(proc: subprocess.Popen, kernel_pid: int | None) -> None:
@@ -160,13 +170,14 @@ def run_one(path: Path, output: Path, *, cell_timeout: float, notebook_timeout: 
             continue
         now = time.monotonic()
         if now >= t0 + notebook_timeout or (cell_timeout > 0 and now >= cell_t0 + cell_timeout):
+            state = _proc_state(kernel_pid)
             _kill(proc, kernel_pid)
             what = (f"the notebook passed its {notebook_timeout:.0f} s bound"
                     if now >= t0 + notebook_timeout else
                     f"the cell made no progress for {cell_timeout:.0f} s")
             msg = (f"HANG in {path}: code cell {cell['n']} of {cell['of']} ({cell['line']!r}) "
                    f"was still running after {now - cell_t0:.0f} s; {what}. Killed the executor "
-                   f"(pid {proc.pid}) and its kernel (pid {kernel_pid}).")
+                   f"(pid {proc.pid}) and its kernel (pid {kernel_pid}; {state}).")
             return HANG, now - t0, msg
     rc = proc.wait()
     took = time.monotonic() - t0
