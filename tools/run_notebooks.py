@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STATIC_ENV = "MIXQUANT_STATIC_WIDGETS"  # same name as mixquant_lite.widgets.STATIC_ENV
 EXECUTED_WITH = ROOT / "notebooks" / "EXECUTED_WITH"
 HANG = 124
+START_UP_S = 120.0  # seconds the kernel start-up may take before the first cell, at least
 
 
 def _emit(**event) -> None:
@@ -139,12 +140,16 @@ def run_one(path: Path, output: Path, *, cell_timeout: float, notebook_timeout: 
     threading.Thread(target=pump_err, daemon=True).start()
     kernel_pid = None
     cell = {"n": 0, "of": 0, "line": "(kernel start-up)"}
+
+    def stall_bound(c: dict) -> float:  # kernel start-up gets at least START_UP_S
+        return cell_timeout if c["n"] else max(cell_timeout, START_UP_S)
+
     cell_t0 = t0
     error = ""
     name = path.name
     while True:
         now = time.monotonic()
-        cell_left = (cell_t0 + cell_timeout - now) if cell_timeout > 0 else float("inf")
+        cell_left = (cell_t0 + stall_bound(cell) - now) if cell_timeout > 0 else float("inf")
         nb_left = t0 + notebook_timeout - now
         wait = max(0.0, min(cell_left, nb_left, 5.0))
         try:
@@ -169,12 +174,13 @@ def run_one(path: Path, output: Path, *, cell_timeout: float, notebook_timeout: 
                 error = ev["text"]
             continue
         now = time.monotonic()
-        if now >= t0 + notebook_timeout or (cell_timeout > 0 and now >= cell_t0 + cell_timeout):
+        if now >= t0 + notebook_timeout or (cell_timeout > 0
+                                            and now >= cell_t0 + stall_bound(cell)):
             state = _proc_state(kernel_pid)
             _kill(proc, kernel_pid)
             what = (f"the notebook passed its {notebook_timeout:.0f} s bound"
                     if now >= t0 + notebook_timeout else
-                    f"the cell made no progress for {cell_timeout:.0f} s")
+                    f"the cell made no progress for {stall_bound(cell):.0f} s")
             msg = (f"HANG in {path}: code cell {cell['n']} of {cell['of']} ({cell['line']!r}) "
                    f"was still running after {now - cell_t0:.0f} s; {what}. Killed the executor "
                    f"(pid {proc.pid}) and its kernel (pid {kernel_pid}; {state}).")
