@@ -154,7 +154,12 @@ def test_qem_widget_live_updates(monkeypatch, capsys):
     assert ex.slider.value == ex.qem and ex.slider.label == ex.label(ex.qem)
     assert ex.status.value.startswith(f"showing QEM {ex.label(ex.qem)}")
     target = float(ex.points[-1])
+    seen = []
+    ex.status.observe(lambda ch: seen.append(ch["new"]), names="value")
     ex.slider.value = target  # what a release of the slider does
+    # the front end is told "computing" before the evaluation starts, then what it shows
+    assert seen[0].startswith(f"computing QEM {ex.label(target)}")
+    assert seen[-1].startswith(f"showing QEM {ex.label(target)} (evaluated in")
     assert ex.qem == target and ex.status.value.startswith(f"showing QEM {ex.label(target)}")
     ex.slider.value = float(ex.points[0])
     ex.slider.value = target
