@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import get_layer
-from .quant import check_bits, qparams, quantize
+from .quant import check_bits, choose_qparams, fake_quantize
+from .tutorial import get_layer
 
 __all__ = [
     "STATIC_ENV",
@@ -64,8 +64,8 @@ def layer_roundoff(
     """
     bits = check_bits(bits)
     w = get_layer(model, layer).weight.detach().float()
-    scale, zp = qparams(w, bits, per_channel=per_channel)
-    w_hat = quantize(w, bits, per_channel=per_channel)
+    scale, zp = choose_qparams(w, bits, "per_channel" if per_channel else "per_tensor")
+    w_hat = fake_quantize(w, bits, per_channel=per_channel)
     err = (w_hat.double() - w.double()).reshape(-1).numpy()
     s = scale.double().numpy()
     z = zp.numpy().astype(np.int64)
@@ -219,7 +219,7 @@ class RoundoffExplorer:
 
     def figure(self, layer: str, bits: int):
         """The two-panel figure; the error histogram's y-axis always holds its tallest bar."""
-        from .plotting import plot_layer_roundoff
+        from .tutorial.plotting import plot_layer_roundoff
 
         d = self.data(layer, bits)
         fig = plot_layer_roundoff(d)
@@ -326,7 +326,7 @@ class QEMExplorer:
                 f"{v['size_bytes'] / 1024:.1f} KiB of weights, {acc} (same plan for {span})")
 
     def render(self, qem: float) -> None:
-        from .plotting import plot_plan_bits
+        from .tutorial.plotting import plot_plan_bits
 
         v, _ = self.view(qem)
         ax = plot_plan_bits(v["bits"], title=f"MixQuant, QEM = {self.label(qem)}")
