@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 export MPLBACKEND := Agg
 
-.PHONY: tutorial test install lint bench reproduce clean
+.PHONY: tutorial test test-fast install lint bench reproduce clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet $(TORCH_SPEC))
-	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,fast]"
 	@touch $@
 
 tutorial: $(STAMP)
@@ -38,6 +38,11 @@ tutorial: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests $(NOTEBOOKS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+# The inner loop: unit tests without those marked `slow` (end-to-end BRECQ, reproduce runs,
+# torch.compile, subprocesses) and without the notebooks. `make test` still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import _qe_kernels
 from .quant import _grid, _minmax, check_bit_list, check_bits
 
 __all__ = ["QETable", "qe_table", "quantizable_layers", "QUANTIZABLE_TYPES"]
@@ -204,8 +205,12 @@ def _table_from_weights(
         name, w = named[i]
         return _layer_sse(w.detach(), bits, per_channel, local.work, name)
 
+    # CPU weights, numba installed: one fused compiled pass per layer (see _qe_kernels)
+    fast = None if compiled else _qe_kernels.table_sse(named, bits, per_channel)
     with torch.no_grad():
-        if pooled:
+        if fast is not None:
+            sse = fast
+        elif pooled:
             # On CPU the eager path is thousands of small ops; with intra-op threads each one
             # ends in an OpenMP barrier, which stalls for whole scheduler slices whenever another
             # process holds a core (measured 5-15x slower on a busy 2-core machine). So layers

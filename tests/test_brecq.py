@@ -195,6 +195,7 @@ def test_stem_is_not_reconstructed_by_default():
     assert rep.units[0].iters == 20 and rep.units[0].rounding == "learned"
 
 
+@pytest.mark.slow
 def test_adaround_beats_round_to_nearest_layer_output():
     """Layer-wise: AdaRound's output MSE on calibration data is below round-to-nearest's.
 
@@ -263,6 +264,7 @@ def test_units_of_resnet20(r20):
     assert ("layer2.0.downsample.0", "downsample.0") in units[4].layers
 
 
+@pytest.mark.slow
 def test_brecq_mixed_plan_weights_on_grid(r20, calib):
     names = quantizable_layer_names(r20)
     plan = {n: 2 + i % 5 for i, n in enumerate(names)}  # 2..6 bits, mixed
@@ -282,6 +284,7 @@ def test_brecq_mixed_plan_weights_on_grid(r20, calib):
     assert "BRECQ" in str(rep)
 
 
+@pytest.mark.slow
 def test_brecq_plan_objects_and_first_last(r20, calib):
     names = quantizable_layer_names(r20)
 
@@ -302,6 +305,7 @@ def test_brecq_plan_objects_and_first_last(r20, calib):
     assert rep.bits["conv1"] == 8 and rep.bits["layer1.0.conv1"] == 4
 
 
+@pytest.mark.slow
 def test_brecq_leaves_callers_model_unchanged(r20, calib):
     before = copy.deepcopy(r20.state_dict())
     r20.train()
@@ -318,6 +322,7 @@ def test_brecq_leaves_callers_model_unchanged(r20, calib):
     assert q is not r20 and not q.training
 
 
+@pytest.mark.slow
 def test_brecq_torchvision_resnet18_with_activations():
     import torchvision
 
@@ -362,6 +367,7 @@ def test_brecq_layerwise_fallback_without_blocks():
     assert rep.bits == {"0": 8, "2": 2, "5": 8}
 
 
+@pytest.mark.slow
 def test_brecq_deterministic_on_cpu(r20, calib):
     runs = [brecq(r20, calib, 3, seed=s, **FAST) for s in (0, 0, 1)]
     w0, w1, w2 = (_weights(q) for q, _ in runs)
@@ -370,6 +376,7 @@ def test_brecq_deterministic_on_cpu(r20, calib):
     assert any(not torch.equal(w0[k], w2[k]) for k in w0)
 
 
+@pytest.mark.slow
 def test_brecq_accepts_a_loader(r20, calib):
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(calib, torch.zeros(len(calib))), batch_size=10)
@@ -434,6 +441,7 @@ def test_layer_names_match_qe_table(r20):
     assert [n for n, _ in qe_table.quantizable_layers(r20)] == quantizable_layer_names(r20)
 
 
+@pytest.mark.slow
 def test_brecq_with_a_real_bitplan(r20, calib):
     qe_table = pytest.importorskip("mixquant_lite.qe_table")
     search = pytest.importorskip("mixquant_lite.search")
