@@ -42,7 +42,7 @@ test: $(STAMP)
 # The inner loop: unit tests without those marked `slow` (end-to-end BRECQ, reproduce runs,
 # torch.compile, subprocesses) and without the notebooks. `make test` still runs everything.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -p no:nbval -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks

@@ -75,6 +75,14 @@ def one_read(model: torch.nn.Module) -> float:
         return sum(torch.sum(m.weight * m.weight).item() for _, m in quantizable_layers(model))
 
 
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
+
+
 def eager_table(model: torch.nn.Module, **kw):
     """``qe_table`` with the fused kernel switched off: the eager torch path."""
     old = os.environ.get("MIXQUANT_NO_NUMBA")
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
             "device": torch.cuda.get_device_name() if dev.startswith("cuda") else "cpu",
             "loadavg_start": os.getloadavg(),
             "fused_kernel": _qe_kernels.available() and dev == "cpu",
-            "numba": getattr(_qe_kernels.numba, "__version__", None),
+            "numba": _numba_version(),
         }
     }
     print(json.dumps(res["env"]))

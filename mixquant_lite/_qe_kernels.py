@@ -24,7 +24,9 @@ installed, when a weight is not on the CPU, or when ``MIXQUANT_NO_NUMBA=1`` is s
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,10 +34,8 @@ import torch
 
 from .quant import _grid
 
-try:  # optional dependency: the eager torch path is the fallback
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
+# optional dependency, imported on first use (half a second): the eager torch path is the fallback
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 __all__ = ["available", "table_sse", "BLOCK"]
 
@@ -46,7 +46,7 @@ _TINY = 2.0**-90  # as qe_table: below numel * _TINY some float32 squares may ha
 def available() -> bool:
     """Whether the fused kernel can run (numba importable and not disabled by the
     environment variable ``MIXQUANT_NO_NUMBA=1``)."""
-    return numba is not None and os.environ.get("MIXQUANT_NO_NUMBA", "") != "1"
+    return HAVE_NUMBA and os.environ.get("MIXQUANT_NO_NUMBA", "") != "1"
 
 
 def _sse_rows(x, scale, inv, qlo, qhi, clamp, out, wide):  # pragma: no cover - compiled
@@ -94,14 +94,19 @@ def _sse_rows(x, scale, inv, qlo, qhi, clamp, out, wide):  # pragma: no cover - 
 
 
 _kernel = None
+_lock = threading.Lock()
 
 
 def _compiled():
+    """The compiled loop (numba dispatcher), created once."""
     global _kernel
-    if _kernel is None:
-        # 'reassoc' only: lets LLVM vectorise the float32 sums; no contraction (FMA) and no
-        # finite-math assumptions, so every W - W_hat is the IEEE float32 result.
-        _kernel = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})(_sse_rows)
+    with _lock:
+        if _kernel is None:
+            import numba
+
+            # 'reassoc' only: lets LLVM vectorise the float32 sums; no contraction (FMA) and no
+            # finite-math assumptions, so every W - W_hat is the IEEE float32 result.
+            _kernel = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})(_sse_rows)
     return _kernel
 
 

@@ -101,6 +101,7 @@ def test_fold_bn_resnet20_same_output_and_names(r20, calib):
     assert folded.layer2[0].downsample[0].bias is not None
 
 
+@pytest.mark.slow
 def test_fold_bn_torchvision_and_bottleneck():
     import torchvision
 
@@ -159,6 +160,7 @@ def test_linear_temp_decay():
     assert d(1000) == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_beta_schedule_matches_official_counter(monkeypatch):
     """The official BRECQ loss increments its counter before use (t = 1..iters): the regulariser
     starts at 0-based step warmup*iters - 1 and beta is exactly `end` at the last step."""

@@ -13,7 +13,7 @@ from mixquant_lite.qe_table import qe_table, quantizable_layers
 from mixquant_lite.quant import qe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-needs_numba = pytest.mark.skipif(K.numba is None, reason="numba not installed")
+needs_numba = pytest.mark.skipif(not K.HAVE_NUMBA, reason="numba not installed")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,7 @@ def test_eager_chunking(monkeypatch, eager, per_channel, chunk):
     tq.test_chunking_does_not_change_the_numbers(monkeypatch, per_channel, chunk)
 
 
+@pytest.mark.slow
 def test_eager_any_tensor_matches_qe(eager):
     tq.test_any_tensor_matches_qe()
 

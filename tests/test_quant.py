@@ -56,6 +56,7 @@ def weights(draw, dtypes=("float32", "float16", "bfloat16", "float64")):
 # --------------------------------------------------------------------------- exactness
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans())
 def test_quantize_matches_fused_kernels_and_the_spec(w, bits, per_channel):
@@ -76,6 +77,7 @@ def test_quantize_matches_fused_kernels_and_the_spec(w, bits, per_channel):
     assert torch.equal(out, spec)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans())
 def test_qe_matches_a_float64_reference(w, bits, per_channel):
