@@ -355,6 +355,7 @@ def main(argv=None) -> int:
 
     suffix = "" if dev == "cpu" else "_" + dev.split(":")[0]
     suffix += "_quick" if args.quick else ""
+    suffix += "_1thread" if args.threads == 1 else ""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"search_speed{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / f"search_speed{suffix}.md").write_text(markdown(res))
