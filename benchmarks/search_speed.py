@@ -381,6 +381,8 @@ def markdown(res: dict) -> str:
         f"| naive reference / QE table (eager torch, the fallback) | -- | "
         f"{r['naive_over_table_eager']:.1f}x ({t['table_eager']:.3f} s) |",
     ]
+    if "naive_over_table_compiled" not in r:
+        lines.append("| QE table (`compiled=True`, opt-in) | -- | not timed (`--no-compile`) |")
     if "naive_over_table_compiled" in r:
         lines.append(
             f"| naive reference / QE table (`compiled=True`, opt-in) | >= 20x | "
@@ -402,7 +404,7 @@ def markdown(res: dict) -> str:
                  f"{r['sweep10_over_one_search']:.3f}x (rule alone: "
                  f"{t['rule_only'] * 1e3:.2f} ms, 10-QEM sweep alone "
                  f"{t['sweep_10_rule_only'] * 1e3:.1f} ms) |")
-    for key, label in (("table_s", "eager"), ("table_compiled_s", "`compiled=True`")):
+    for key, label in (("table_s", "default"), ("table_compiled_s", "`compiled=True`")):
         fit = res.get(f"scaling_fit_{key}")
         if fit:
             names = "/".join(x["model"].removeprefix("resnet") for x in res["scaling"])
