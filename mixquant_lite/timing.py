@@ -24,7 +24,8 @@ from torch import nn
 
 from .quant import check_bits
 
-__all__ = ["BrecqTimeEstimate", "estimate_brecq_time", "reproduce_workload"]
+__all__ = ["BrecqTimeEstimate", "estimate_brecq_time", "estimate_reproduce_time",
+           "reproduce_workload"]
 
 
 @dataclass(frozen=True)
@@ -284,3 +285,52 @@ def reproduce_workload(
     evals = 1 + len(vanilla_bits) + 2 * len(qem_grid) + vanilla_evals + runs
     return {"brecq_runs": runs, "evals": evals, "iters": int(settings["iters"]),
             "n_calib": int(settings["n_calib"])}
+
+
+def estimate_reproduce_time(
+    model_name: str = "resnet20-mnist5k",
+    dataset: str = "mnist5k",
+    *,
+    quick: bool = False,
+    iters: int | None = None,
+    n_calib: int | None = None,
+    act_bits: tuple[int | None, ...] = (None, 8),
+    device: str | None = None,
+    batch_size: int = 256,
+    workers: int = 2,
+    image_size: int = 224,
+    pretrained: bool = True,
+    seed: int = 0,
+    warmup_steps: int = 20,
+    eval_batches: int = 3,
+    limit_s: float | None = None,
+) -> BrecqTimeEstimate:
+    """Estimate :func:`mixquant_lite.results.reproduce` with the same arguments, from a warm-up.
+
+    Builds the same model, calibration images and evaluation loader as ``reproduce`` (so
+    downloads happen here, once), moves the model to ``device`` (default CUDA when available),
+    and calls :func:`estimate_brecq_time` with :func:`reproduce_workload`'s counts: the upper
+    bound of BRECQ runs and evaluations (QE tables, searches and vanilla quantization take
+    seconds and are not counted). Colab example::
+
+        est = estimate_reproduce_time("resnet18", "imagenette", quick=True, device="cuda",
+                                      act_bits=(None,), limit_s=12 * 3600)
+        print(est)  # e.g. "Estimated 1 h 05 min on Tesla T4 (cuda:0): 11 BRECQ runs x ..."
+    """
+    from . import results as R
+
+    work = reproduce_workload(quick=quick, act_bits=tuple(act_bits))
+    n_calib = work["n_calib"] if n_calib is None else n_calib
+    iters = work["iters"] if iters is None else iters
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dataset == "mnist5k":
+        setup = R._mnist_setup(model_name, pretrained, n_calib, seed, batch_size)
+    else:
+        setup = R._imagenet_setup(model_name, dataset, pretrained, n_calib, seed, batch_size,
+                                  workers, image_size)
+    model = setup.model.to(device).eval()
+    return estimate_brecq_time(
+        model, setup.calib, n_runs=work["brecq_runs"], iters=iters, n_calib=n_calib,
+        warmup_steps=warmup_steps, eval_loader=setup.loader, n_evals=work["evals"],
+        eval_batches=eval_batches, limit_s=limit_s, batch_size=min(32, n_calib),
+    )

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mixquant_lite.timing import BrecqTimeEstimate, estimate_brecq_time, reproduce_workload
+from mixquant_lite.timing import (
+    BrecqTimeEstimate,
+    estimate_brecq_time,
+    estimate_reproduce_time,
+    reproduce_workload,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,3 +82,14 @@ def test_reproduce_workload_counts():
     assert (quick["iters"], quick["n_calib"]) == (200, 256)
     full = reproduce_workload(quick=False, act_bits=(None, 8))
     assert full["brecq_runs"] == 2 * 11 and full["iters"] == 20000
+
+
+@pytest.mark.slow  # loads MNIST-5k and runs two short BRECQ passes on ResNet-20
+def test_estimate_reproduce_time_mnist():
+    est = estimate_reproduce_time("resnet20", "mnist5k", quick=True, act_bits=(None,),
+                                  n_calib=32, iters=50, pretrained=False, device="cpu",
+                                  warmup_steps=5, eval_batches=1, batch_size=100)
+    work = reproduce_workload(quick=True, act_bits=(None,))
+    assert est.n_runs == work["brecq_runs"] and est.n_evals == work["evals"]
+    assert est.iters == 50 and len(est.units) == 11 and est.eval_s > 0
+    assert est.total_s == pytest.approx(est.n_runs * est.brecq_run_s + est.n_evals * est.eval_s)
