@@ -99,15 +99,15 @@ def eager_table(model: torch.nn.Module, **kw):
 def roofline(model: torch.nn.Module, bits=BITS, repeats: int = 5) -> dict:
     """What one CPU thread sustains against what the QE table needs, measured now.
 
-    Traffic: the table reads each float32 weight three times from memory (numpy min, numpy max,
-    the fused pass), 12 bytes per weight. Work: per weight and bit-width, one multiply, round,
+    Traffic: the table reads each float32 weight twice from memory (the min/max pass, the fused
+    pass), 8 bytes per weight. Work: per weight and bit-width, one multiply, round,
     (clamp), multiply, subtract, square and add: ``len(bits)`` "element-bits" per weight.
     Sustained rates: a numpy sum over a buffer as large as the model's weights (read bandwidth,
     no cache reuse) and the fused kernel on one L1-resident block repeated (compute rate).
     The bound is the larger of traffic / bandwidth and work / compute rate; the measured
     single-thread table time is compared with it.
     """
-    kern = _qe_kernels._compiled()
+    minmax, kern = _qe_kernels._compiled()
     xs = [m.weight.detach().numpy() for _, m in quantizable_layers(model)]
     n = sum(x.size for x in xs)
     nb = len(bits)
@@ -118,6 +118,7 @@ def roofline(model: torch.nn.Module, bits=BITS, repeats: int = 5) -> dict:
     inv = (np.float32(1) / scale).astype(np.float32)
     lo, hi = np.full((nb, 1), -1e4, np.float32), np.full((nb, 1), 1e4, np.float32)
     out = np.zeros((nb, 1))
+    mn1, mx1 = np.empty(1, np.float32), np.empty(1, np.float32)
     reps_blk = max(1, n // blk.size // 4)  # a quarter of the model's element-bits
 
     def in_cache():
@@ -128,7 +129,7 @@ def roofline(model: torch.nn.Module, bits=BITS, repeats: int = 5) -> dict:
     t = best_of({
         "sum": lambda: big.sum(),
         "copy": lambda: np.copyto(dst, big),
-        "minmax": lambda: [(x.min(), x.max()) for x in xs],
+        "minmax": lambda: [minmax(x.reshape(-1), mn1, mx1) for x in xs],
         "in_cache": in_cache,
         "table_1thread": lambda: _qe_kernels.table_sse(
             [(nm, m.weight) for nm, m in quantizable_layers(model)], tuple(bits), False, 1),
@@ -136,9 +137,9 @@ def roofline(model: torch.nn.Module, bits=BITS, repeats: int = 5) -> dict:
     read_bw = 4 * n / t["sum"]
     copy_bw = 8 * n / t["copy"]
     rate = reps_blk * blk.size * nb / t["in_cache"]  # element-bits per second, in L1
-    mem_s, compute_s = 12 * n / read_bw, n * nb / rate
+    mem_s, compute_s = 8 * n / read_bw, n * nb / rate
     return {
-        "weights": n, "bytes_per_weight": 12, "element_bits_per_weight": nb,
+        "weights": n, "bytes_per_weight": 8, "element_bits_per_weight": nb,
         "read_gb_s": read_bw / 1e9, "copy_gb_s": copy_bw / 1e9,
         "in_cache_ns_per_element_bit": 1e9 / rate,
         "memory_bound_s": mem_s, "compute_bound_s": compute_s,
@@ -426,7 +427,7 @@ def markdown(res: dict) -> str:
         lines += [
             "",
             f"Roofline, one thread, measured in the same run: the table reads "
-            f"{ro['bytes_per_weight']} bytes per weight (numpy min, numpy max, the fused pass) "
+            f"{ro['bytes_per_weight']} bytes per weight (a min/max pass, the fused pass) "
             f"and does {ro['element_bits_per_weight']} element-bits of work per weight.",
             "",
             "| sustained by this CPU (one thread) | value |",

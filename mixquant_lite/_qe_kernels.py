@@ -3,8 +3,8 @@
 :func:`table_sse` computes, for every layer, ``sum((W - W_hat_b)^2)`` at every candidate
 bit-width ``b`` with one read of the weights from memory:
 
-- min and max of the layer (or of each output channel) by numpy, which give every grid
-  (:func:`mixquant_lite.quant._grid`, the same arithmetic as the eager path);
+- min and max of the layer (or of each output channel) in one compiled pass that also counts
+  NaN/inf, which give every grid (:func:`mixquant_lite.quant._grid`, as the eager path);
 - one ``numba``-compiled loop walks the weights in blocks of ``BLOCK`` elements (4 KiB, in L1)
   and, while a block is hot, quantizes it at every bit-width and sums the squared errors in
   float32 (vectorised: the sum may be reassociated), adding each block's sum to a float64 total;
@@ -47,6 +47,28 @@ def available() -> bool:
     """Whether the fused kernel can run (numba importable and not disabled by the
     environment variable ``MIXQUANT_NO_NUMBA=1``)."""
     return HAVE_NUMBA and os.environ.get("MIXQUANT_NO_NUMBA", "") != "1"
+
+
+def _minmax_rows(x, mn, mx):  # pragma: no cover - compiled
+    """``x`` ``(C * k,)`` float32 -> ``mn``, ``mx`` ``(C,)`` per row; returns the number of
+    NaN/inf elements (then ``mn``/``mx`` are meaningless)."""
+    n_rows = mn.shape[0]
+    k = x.shape[0] // n_rows
+    bits = x.view(np.uint32)
+    bad = 0
+    for c in range(n_rows):
+        lo = np.float32(np.inf)
+        hi = np.float32(-np.inf)
+        nonfinite = 0
+        for j in range(np.uint64(c * k), np.uint64((c + 1) * k)):
+            v = x[j]
+            lo = min(lo, v)
+            hi = max(hi, v)
+            nonfinite += (bits[j] & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+        mn[c] = lo
+        mx[c] = hi
+        bad += nonfinite
+    return bad
 
 
 def _sse_rows(x, scale, inv, qlo, qhi, clamp, out, wide):  # pragma: no cover - compiled
@@ -98,24 +120,29 @@ _lock = threading.Lock()
 
 
 def _compiled():
-    """The compiled loop (numba dispatcher), created once."""
+    """``(minmax, sse)``: the compiled loops (numba dispatchers), created once."""
     global _kernel
     with _lock:
         if _kernel is None:
             import numba
 
+            # min/max: no NaN assumed by the float compares (so they vectorise); NaN and inf
+            # are counted from the exponent bits, integer work the flags do not touch.
+            mm = numba.njit(nogil=True, cache=True, fastmath={"nnan", "nsz"})(_minmax_rows)
             # 'reassoc' only: lets LLVM vectorise the float32 sums; no contraction (FMA) and no
             # finite-math assumptions, so every W - W_hat is the IEEE float32 result.
-            _kernel = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})(_sse_rows)
+            sse = numba.njit(nogil=True, cache=True, fastmath={"reassoc"})(_sse_rows)
+            _kernel = (mm, sse)
     return _kernel
 
 
 def _layer(name: str, w: torch.Tensor, bits: tuple[int, ...], per_channel: bool) -> np.ndarray:
-    x = w.detach().float().contiguous().numpy()  # float32 weights: a view, no copy
-    x2d = x.reshape(x.shape[0], -1) if per_channel else x.reshape(1, -1)
-    with np.errstate(invalid="ignore"):
-        mn, mx = x2d.min(axis=1), x2d.max(axis=1)  # NaN propagates; checked next
-    if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
+    x = w.detach().float().contiguous().numpy().reshape(-1)  # float32: a view, no copy
+    n_rows = w.shape[0] if per_channel else 1
+    mn = np.empty(n_rows, np.float32)
+    mx = np.empty(n_rows, np.float32)
+    minmax, kern = _compiled()
+    if minmax(x, mn, mx):  # one read: min, max and a count of NaN/inf
         raise ValueError(f"layer {name!r}'s weight contains NaN or inf values")
     label = f"layer {name!r}"
     scale, zp = _grid(mn, mx, bits, label)  # (nb, C) float32 step, int64 zero point
@@ -126,9 +153,8 @@ def _layer(name: str, w: torch.Tensor, bits: tuple[int, ...], per_channel: bool)
     # clamp cannot change any element of that row and is skipped.
     clamp = ((np.rint(mn[None, :] * inv) < qlo) | (np.rint(mx[None, :] * inv) > qhi)).any(0)
     f32 = np.float32
-    args = (x2d.reshape(-1), scale.astype(f32), inv.astype(f32), qlo, qhi, clamp)
+    args = (x, scale.astype(f32), inv.astype(f32), qlo, qhi, clamp)
     out = np.zeros(scale.shape, dtype=np.float64)
-    kern = _compiled()
     kern(*args, out, False)
     sse = out.sum(1)
     if not (np.isfinite(sse).all() and (sse >= x.size * _TINY).all()):
@@ -168,7 +194,7 @@ def table_sse(
     with torch.no_grad():
         if n == 1:
             return [_layer(name, w, bits, per_channel) for name, w in named]
-        _compiled()  # compile (or load) once, before the threads race for it
+        _compiled()  # create the dispatchers once, before the threads race for them
         order = sorted(range(len(named)), key=lambda i: -named[i][1].numel())  # big first
         with ThreadPoolExecutor(n) as pool:
             futures = {i: pool.submit(_layer, *named[i], bits, per_channel) for i in order}
