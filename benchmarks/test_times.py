@@ -44,9 +44,11 @@ def run_suite(args: list[str]) -> dict:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
                           cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
-    tail = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()][-1:]
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "exit_status": proc.returncode,
-            "summary": tail[0] if tail else "", "load_1min_before": round(load0, 2),
+            "summary": lines[-1] if lines else "",
+            "failed": [ln.split()[1] for ln in lines if ln.startswith("FAILED ")],
+            "load_1min_before": round(load0, 2),
             "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(f"| {name} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
                      f"{r['load_1min_before']:.1f} -> {r['load_1min_after']:.1f} | "
                      f"{r['summary']} |")
+        lines += [f"|   failed: `{t}` | | | | |" for t in r.get("failed", [])]
     (RESULTS / "test_times.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return res
