@@ -13,7 +13,7 @@ NOTEBOOK_TIMEOUT ?= 1800
 TEST_TIMEOUT     ?= 4500
 export MPLBACKEND := Agg
 
-.PHONY: tutorial test test-browser install lint bench soak reproduce clean
+.PHONY: tutorial test test-fast test-browser install lint bench soak reproduce student clean
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet $(TORCH_SPEC))
-	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,fast]"
 	@touch $@
 
 # Headless runs show each widget as a static snapshot and open no widget comm: a headless executor
@@ -52,8 +52,13 @@ test-browser: $(STAMP) $(VENV)/.browser
 	  tests/test_browser.py
 
 $(VENV)/.browser: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,browser]"
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,fast,browser]"
 	@touch $@
+
+# The inner loop: unit tests without those marked `slow` (end-to-end BRECQ, reproduce runs,
+# torch.compile, subprocesses) and without the notebooks. `make test` still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:nbval -m "not slow" tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks

@@ -6,7 +6,10 @@
 Runs :func:`mixquant_lite.brecq` with 3-bit weights, activations off and at 8 bits, ``--iters``
 steps per unit (batch 32, the recipe's), ``--repeats`` times, and reports, per unit, the best
 steps per second of the optimisation loop (input/target capture excluded) and the time the
-recipe's 20,000 steps per unit would take at that speed. Speed does not depend on the weights,
+recipe's 20,000 steps per unit would take at that speed. In the same process it also times the
+floor of a step: one plain forward and backward pass of each (BN-folded, float) unit on a batch
+of 32 of its captured inputs (gradients of the weights only, no quantizer, no optimiser), and
+reports step / floor per unit. Speed does not depend on the weights,
 so a random model is used when the trained checkpoint is missing (and always for ResNet-18,
 ``weights=None``, 224x224 inputs).
 
@@ -28,6 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixquant_lite.recon import brecq  # noqa: E402
+from mixquant_lite.recon.block_recon import _rec_loss, capture, find_units  # noqa: E402
+from mixquant_lite.recon.fold_bn import fold_bn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPE_ITERS = 20000
@@ -63,6 +68,43 @@ def _model_and_data(name: str, n: int, device: str):
     return model.to(device), x.to(device), source
 
 
+def floor_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int,
+                  batch: int = 32) -> dict[str, float]:
+    """Seconds of one plain forward + backward pass of every unit (the floor of a BRECQ step).
+
+    Each unit of the BN-folded float model runs on ``batch`` of its own captured inputs against
+    its float output with BRECQ's loss; the gradients of its weights are taken with
+    ``torch.autograd.grad`` (no quantizer, no optimiser, no sampling). Mean over ``steps``.
+    """
+    folded = fold_bn(model)
+    modules = dict(folded.named_modules())
+    dev = x.device
+    out: dict[str, float] = {}
+    for u in find_units(folded):
+        m = modules[u.name]
+        inp = capture(folded, m, x[:batch], output=False)
+        with torch.no_grad():
+            target = m(inp)
+        params = list(m.parameters())
+        for p in params:
+            p.requires_grad_(True)
+
+        def step(m=m, inp=inp, target=target, params=params):
+            torch.autograd.grad(_rec_loss(m(inp), target), params)
+
+        for _ in range(3):  # warm-up
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        out[u.name] = (time.perf_counter() - t0) / steps
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="resnet20", choices=["resnet20", "resnet18"])
@@ -81,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Warm-up (thread pool, kernel selection, CUDA context): not timed.
     brecq(model, x, args.bits, act_bits=8, iters=5, n_calib=args.n_calib, progress=False)
-    runs, speeds = {}, {}
+    runs, speeds, floor = {}, {}, {}
     for act in (None, 8):
         key = f"W{args.bits}" + ("A8" if act else "A32")
         for _ in range(args.repeats):
@@ -94,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
                     zip(speeds.get(key, [0.0] * len(rep.units)), rep.units, strict=True)]
             speeds[key] = best
             runs[key] = (rep, min(wall, runs[key][1]) if key in runs else wall)
+            # the floor, interleaved with the runs (best per unit, like the steps)
+            for name, sec in floor_seconds(model, x, args.iters).items():
+                floor[name] = min(sec, floor.get(name, float("inf")))
 
     units = []
     first_rep = next(iter(runs.values()))[0]
@@ -102,10 +147,14 @@ def main(argv: list[str] | None = None) -> dict:
                "weights": sum(first_rep.numel[n] for n in u.layers)}
         for key in runs:
             row[f"it_per_s_{key}"] = round(speeds[key][i], 2)
+        row["floor_ms"] = round(floor[u.name] * 1e3, 3)
+        for key in runs:
+            v = speeds[key][i]  # 0: a unit that is not optimised (the stem stays at nearest)
+            row[f"step_over_floor_{key}"] = round(1.0 / v / floor[u.name], 2) if v else None
         units.append(row)
     totals = {}
     for key, (_, wall) in runs.items():
-        recipe = sum(RECIPE_ITERS / v for v in speeds[key])
+        recipe = sum(RECIPE_ITERS / v for v in speeds[key] if v > 0)
         totals[key] = {
             "wall_s": round(wall, 1),
             "recipe_estimate_s": round(recipe, 0),
@@ -145,12 +194,19 @@ def main(argv: list[str] | None = None) -> dict:
         f"W{args.bits} (first/last layer 8 bits); best of {args.repeats} runs per unit "
         "(wall s: the fastest whole run).",
         "",
-        "| unit | kind | weights | " + " | ".join(f"it/s {k}" for k in keys) + " |",
-        "|---|---|---:|" + "---:|" * len(keys),
+        "Floor: one plain forward + backward pass of the float unit, batch 32, same process; "
+        "step / floor = (1 / it/s) / floor.",
+        "",
+        "| unit | kind | weights | " + " | ".join(f"it/s {k}" for k in keys)
+        + " | floor ms | " + " | ".join(f"step/floor {k}" for k in keys) + " |",
+        "|---|---|---:|" + "---:|" * (2 * len(keys) + 1),
     ]
     for r in units:
         lines.append(f"| {r['unit']} | {r['kind']} | {r['weights']:,} | "
-                     + " | ".join(f"{r[f'it_per_s_{k}']:.1f}" for k in keys) + " |")
+                     + " | ".join(f"{r[f'it_per_s_{k}']:.1f}" for k in keys)
+                     + f" | {r['floor_ms']:.2f} | "
+                     + " | ".join("--" if r[f"step_over_floor_{k}"] is None
+                                  else f"{r[f'step_over_floor_{k}']:.2f}" for k in keys) + " |")
     lines += ["", "| setting | wall s (this run) | recipe estimate (20,000 steps/unit) |",
               "|---|---:|---:|"]
     for k, t in totals.items():

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mixquant_lite.models import load_pretrained
-from mixquant_lite.qe_table import qe_table
 from mixquant_lite.search import mixquant
+from mixquant_lite.table import qe_table
 from mixquant_lite.widgets import QEMExplorer, qem_change_points
 
 OUT = Path(__file__).resolve().parent / "results"

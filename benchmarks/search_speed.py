@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torchvision
 
+from mixquant_lite import _qe_kernels
 from mixquant_lite.layers import quantizable_layers
 from mixquant_lite.search import mixquant, sweep
 from mixquant_lite.table import qe_table
@@ -54,6 +55,80 @@ def build(name: str, device: str) -> torch.nn.Module:
 def one_read(model: torch.nn.Module) -> float:
     with torch.no_grad():
         return sum(torch.sum(m.weight * m.weight).item() for _, m in quantizable_layers(model))
+
+
+def _numba_version() -> str | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba.__version__
+
+
+def eager_table(model: torch.nn.Module, **kw):
+    """``qe_table`` with the fused kernel switched off: the eager torch path."""
+    old = os.environ.get("MIXQUANT_NO_NUMBA")
+    os.environ["MIXQUANT_NO_NUMBA"] = "1"
+    try:
+        return qe_table(model, **kw)
+    finally:
+        if old is None:
+            del os.environ["MIXQUANT_NO_NUMBA"]
+        else:
+            os.environ["MIXQUANT_NO_NUMBA"] = old
+
+
+def roofline(model: torch.nn.Module, bits=BITS, repeats: int = 5) -> dict:
+    """What one CPU thread sustains against what the QE table needs, measured now.
+
+    Traffic: the table reads each float32 weight twice from memory (the min/max pass, the fused
+    pass), 8 bytes per weight. Work: per weight and bit-width, one multiply, round,
+    (clamp), multiply, subtract, square and add: ``len(bits)`` "element-bits" per weight.
+    Sustained rates: a numpy sum over a buffer as large as the model's weights (read bandwidth,
+    no cache reuse) and the fused kernel on one L1-resident block repeated (compute rate).
+    The bound is the larger of traffic / bandwidth and work / compute rate; the measured
+    single-thread table time is compared with it.
+    """
+    minmax, kern = _qe_kernels._compiled()
+    xs = [m.weight.detach().numpy() for _, m in quantizable_layers(model)]
+    n = sum(x.size for x in xs)
+    nb = len(bits)
+    big = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
+    dst = np.empty_like(big)
+    blk = big[: 4 * _qe_kernels.BLOCK].copy()  # 16 KiB: stays in L1
+    scale = np.full((nb, 1), 0.05, np.float32)
+    inv = (np.float32(1) / scale).astype(np.float32)
+    lo, hi = np.full((nb, 1), -1e4, np.float32), np.full((nb, 1), 1e4, np.float32)
+    out = np.zeros((nb, 1))
+    mn1, mx1 = np.empty(1, np.float32), np.empty(1, np.float32)
+    reps_blk = max(1, n // blk.size // 4)  # a quarter of the model's element-bits
+
+    def in_cache():
+        for _ in range(reps_blk):
+            kern(blk, scale, inv, lo, hi, np.zeros(1, bool), out, False)
+
+    in_cache()  # compiled before timing
+    t = best_of({
+        "sum": lambda: big.sum(),
+        "copy": lambda: np.copyto(dst, big),
+        "minmax": lambda: [minmax(x.reshape(-1), mn1, mx1) for x in xs],
+        "in_cache": in_cache,
+        "table_1thread": lambda: _qe_kernels.table_sse(
+            [(nm, m.weight) for nm, m in quantizable_layers(model)], tuple(bits), False, 1),
+    }, repeats, "cpu")
+    read_bw = 4 * n / t["sum"]
+    copy_bw = 8 * n / t["copy"]
+    rate = reps_blk * blk.size * nb / t["in_cache"]  # element-bits per second, in L1
+    mem_s, compute_s = 8 * n / read_bw, n * nb / rate
+    return {
+        "weights": n, "bytes_per_weight": 8, "element_bits_per_weight": nb,
+        "read_gb_s": read_bw / 1e9, "copy_gb_s": copy_bw / 1e9,
+        "in_cache_ns_per_element_bit": 1e9 / rate,
+        "memory_bound_s": mem_s, "compute_bound_s": compute_s,
+        "bound_s": max(mem_s, compute_s),
+        "minmax_1thread_s": t["minmax"], "table_1thread_s": t["table_1thread"],
+        "table_1thread_over_bound": t["table_1thread"] / max(mem_s, compute_s),
+    }
 
 
 def sync(device: str) -> None:
@@ -141,6 +216,8 @@ def main(argv=None) -> int:
             "torch_num_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name() if dev.startswith("cuda") else "cpu",
             "loadavg_start": os.getloadavg(),
+            "fused_kernel": _qe_kernels.available() and dev == "cpu",
+            "numba": _numba_version(),
         }
     }
     print(json.dumps(res["env"]))
@@ -152,21 +229,34 @@ def main(argv=None) -> int:
     largest = max(m.weight.numel() for _, m in named)
     res["model"] = {"name": big, "layers": len(named), "weights": n_weights,
                     "largest_layer_weights": largest, "bits": list(BITS)}
-    qe_table(model)  # warm-up
+    t0 = time.perf_counter()
+    qe_table(model)  # warm-up (the fused kernel compiles, or loads from numba's disk cache)
+    res["first_call_s"] = time.perf_counter() - t0
     ref = np.array(naive_table(model))
     got = qe_table(model).values
+    got_eager = eager_table(model).values
     res["max_rel_diff_vs_naive"] = float(np.abs(got / ref - 1).max())
+    res["max_rel_diff_eager_vs_naive"] = float(np.abs(got_eager / ref - 1).max())
+    res["max_rel_diff_fused_vs_eager_per_channel"] = float(np.abs(
+        qe_table(model, per_channel=True).values
+        / eager_table(model, per_channel=True).values - 1).max())
     t = best_of({
         "naive": lambda: naive_table(model),
         "table": lambda: qe_table(model),
+        "table_eager": lambda: eager_table(model),
         "table_per_channel": lambda: qe_table(model, per_channel=True),
         "one_read": lambda: one_read(model),
     }, 3 if not args.quick else 2, dev)
     t.update(best_of({
         "table": lambda: qe_table(model),
+        "table_eager": lambda: eager_table(model),
         "table_per_channel": lambda: qe_table(model, per_channel=True),
+        "table_eager_per_channel": lambda: eager_table(model, per_channel=True),
         "one_read": lambda: one_read(model),
     }, reps, dev))
+    if res["env"]["fused_kernel"]:
+        res["roofline"] = roofline(model, repeats=reps)
+        res["roofline"]["naive_over_bound"] = t["naive"] / res["roofline"]["bound_s"]
 
     if not args.no_compile:
         t0 = time.perf_counter()
@@ -231,6 +321,8 @@ def main(argv=None) -> int:
     # ---- ratios (the headline)
     r = {
         "naive_over_table": t["naive"] / t["table"],
+        "naive_over_table_eager": t["naive"] / t["table_eager"],
+        "per_channel_over_per_tensor_eager": t["table_eager_per_channel"] / t["table_eager"],
         "table_over_one_read": t["table"] / t["one_read"],
         "per_channel_over_per_tensor": t["table_per_channel"] / t["table"],
         "sweep10_over_one_search": t["sweep_10"] / t["one_search"],
@@ -245,6 +337,7 @@ def main(argv=None) -> int:
 
     suffix = "" if dev == "cpu" else "_" + dev.split(":")[0]
     suffix += "_quick" if args.quick else ""
+    suffix += "_1thread" if args.threads == 1 else ""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"search_speed{suffix}.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / f"search_speed{suffix}.md").write_text(markdown(res))
@@ -259,26 +352,33 @@ def markdown(res: dict) -> str:
         f"weights, bits {mo['bits'][0]}..{mo['bits'][-1]}); {e['device']}, "
         f"{e['torch_num_threads']} torch threads, {e['cpu_count']} CPUs, torch {e['torch']}; "
         f"load average {e['loadavg_start'][0]:.1f} -> {e['loadavg_end'][0]:.1f}. "
-        "Best-of wall times, one process.",
+        "Best-of wall times, one process. Default path: "
+        + (f"the fused numba kernel (numba {e['numba']}; first call incl. compile or cache load "
+           f"{res['first_call_s']:.1f} s)" if e.get("fused_kernel") else "eager torch") + ".",
         "",
         "| measure | target | measured |",
         "|---|---|---|",
-        f"| naive reference / QE table (eager, default) | >= 20x | "
+        f"| naive reference / QE table (default) | >= 20x | "
         f"**{r['naive_over_table']:.1f}x** ({t['naive']:.2f} s / {t['table']:.3f} s) |",
+        f"| naive reference / QE table (eager torch, the fallback) | -- | "
+        f"{r['naive_over_table_eager']:.1f}x ({t['table_eager']:.3f} s) |",
     ]
+    if "naive_over_table_compiled" not in r:
+        lines.append("| QE table (`compiled=True`, opt-in) | -- | not timed (`--no-compile`) |")
     if "naive_over_table_compiled" in r:
         lines.append(
             f"| naive reference / QE table (`compiled=True`, opt-in) | >= 20x | "
             f"**{r['naive_over_table_compiled']:.1f}x** ({t['table_compiled']:.3f} s; first call "
             f"compiles: {res['compile_first_call_s']:.1f} s) |")
     lines.append(
-        f"| QE table / one read of all weights (eager) | <= 10x (stretch) | "
+        f"| QE table / one read of all weights (default) | <= 10x (stretch) | "
         f"{r['table_over_one_read']:.1f}x (read: {t['one_read'] * 1e3:.0f} ms) |")
     if "table_compiled_over_one_read" in r:
         lines.append(f"| QE table / one read (`compiled=True`) | <= 10x (stretch) | "
                      f"{r['table_compiled_over_one_read']:.1f}x |")
-    lines.append(f"| per channel / per tensor (eager) | <= 2x | "
-                 f"{r['per_channel_over_per_tensor']:.2f}x |")
+    lines.append(f"| per channel / per tensor (default) | <= 2x | "
+                 f"{r['per_channel_over_per_tensor']:.2f}x (eager: "
+                 f"{r['per_channel_over_per_tensor_eager']:.2f}x) |")
     if "compiled_per_channel_over_per_tensor" in r:
         lines.append(f"| per channel / per tensor (`compiled=True`) | <= 2x | "
                      f"{r['compiled_per_channel_over_per_tensor']:.2f}x |")
@@ -286,7 +386,7 @@ def markdown(res: dict) -> str:
                  f"{r['sweep10_over_one_search']:.3f}x (rule alone: "
                  f"{t['rule_only'] * 1e3:.2f} ms, 10-QEM sweep alone "
                  f"{t['sweep_10_rule_only'] * 1e3:.1f} ms) |")
-    for key, label in (("table_s", "eager"), ("table_compiled_s", "`compiled=True`")):
+    for key, label in (("table_s", "default"), ("table_compiled_s", "`compiled=True`")):
         fit = res.get(f"scaling_fit_{key}")
         if fit:
             names = "/".join(x["model"].removeprefix("resnet") for x in res["scaling"])
@@ -300,7 +400,30 @@ def markdown(res: dict) -> str:
             f"(per channel {mem['table_per_channel_extra_peak']:.1f} MiB; naive reference "
             f"{mem['naive_extra_peak']:.1f} MiB) |")
     lines.append(f"| agreement with the naive reference | -- | max rel. diff "
-                 f"{res['max_rel_diff_vs_naive']:.1e} |")
+                 f"{res['max_rel_diff_vs_naive']:.1e} (eager "
+                 f"{res['max_rel_diff_eager_vs_naive']:.1e}; default vs eager per channel "
+                 f"{res['max_rel_diff_fused_vs_eager_per_channel']:.1e}) |")
+    ro = res.get("roofline")
+    if ro:
+        lines += [
+            "",
+            f"Roofline, one thread, measured in the same run: the table reads "
+            f"{ro['bytes_per_weight']} bytes per weight (a min/max pass, the fused pass) "
+            f"and does {ro['element_bits_per_weight']} element-bits of work per weight.",
+            "",
+            "| sustained by this CPU (one thread) | value |",
+            "|---|---|",
+            f"| read bandwidth (numpy sum over {ro['weights'] / 1e6:.0f}M float32) | "
+            f"{ro['read_gb_s']:.1f} GB/s (copy: {ro['copy_gb_s']:.1f} GB/s) |",
+            f"| fused kernel in L1 | {ro['in_cache_ns_per_element_bit']:.3f} ns per element-bit |",
+            f"| bound: memory / compute | {ro['memory_bound_s'] * 1e3:.0f} ms / "
+            f"{ro['compute_bound_s'] * 1e3:.0f} ms |",
+            f"| measured table, one thread (min/max alone: "
+            f"{ro['minmax_1thread_s'] * 1e3:.0f} ms) | {ro['table_1thread_s'] * 1e3:.0f} ms = "
+            f"{ro['table_1thread_over_bound']:.2f}x the bound |",
+            f"| naive reference / bound (the most any one-thread table could reach) | "
+            f"{ro['naive_over_bound']:.0f}x |",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import _qe_kernels
 from .layers import QUANTIZABLE_TYPES, quantizable_layers, weight_of
 from .quant import _grid, _minmax, check_bit_list, check_bits
 
@@ -217,8 +218,13 @@ def _table_from_weights(
         name, w = named[i]
         return _layer_sse(w.detach(), bits, per_channel, local.work, name)
 
+    # CPU weights, numba installed: one fused compiled pass per layer (see _qe_kernels); it uses
+    # as many threads as torch does (read, never set).
+    fast = None if compiled else _qe_kernels.table_sse(named, bits, per_channel)
     with torch.no_grad():
-        if pooled:
+        if fast is not None:
+            sse = fast
+        elif pooled:
             with ThreadPoolExecutor(workers) as pool:
                 order = sorted(range(len(named)), key=lambda i: -named[i][1].numel())
                 futures = {i: pool.submit(layer_sse, i) for i in order}  # big layers first

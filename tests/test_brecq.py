@@ -100,6 +100,7 @@ def test_fold_bn_resnet20_same_output_and_names(r20, calib):
     assert folded.layer2[0].downsample[0].bias is not None
 
 
+@pytest.mark.slow
 def test_fold_bn_torchvision_and_bottleneck():
     import torchvision
 
@@ -191,6 +192,7 @@ def test_linear_temp_decay():
     assert d(1000) == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_beta_schedule_matches_official_counter(monkeypatch):
     """The official BRECQ loss increments its counter before use (t = 1..iters): the regulariser
     starts at 0-based step warmup*iters - 1 and beta is exactly `end` at the last step."""
@@ -227,6 +229,7 @@ def test_stem_is_not_reconstructed_by_default():
     assert rep.units[0].iters == 20 and rep.units[0].rounding == "learned"
 
 
+@pytest.mark.slow
 def test_adaround_beats_round_to_nearest_layer_output():
     """Layer-wise: AdaRound's output MSE on calibration data is below round-to-nearest's.
 
@@ -297,6 +300,7 @@ def test_units_of_resnet20(r20):
     assert ("layer2.0.downsample.0", "downsample.0") in units[4].layers
 
 
+@pytest.mark.slow
 def test_brecq_mixed_plan_weights_on_grid(r20, calib):
     names = quantizable_layer_names(r20)
     plan = {n: 2 + i % 5 for i, n in enumerate(names)}  # 2..6 bits, mixed
@@ -317,6 +321,7 @@ def test_brecq_mixed_plan_weights_on_grid(r20, calib):
     assert "BRECQ" in str(rep)
 
 
+@pytest.mark.slow
 def test_brecq_plan_objects_and_first_last(r20, calib):
     names = quantizable_layer_names(r20)
 
@@ -362,6 +367,7 @@ def test_brecq_config_is_frozen_validated_and_recorded(r20, calib):
         brecq(r20, calib, 3, cfg, fold_bn=True)
 
 
+@pytest.mark.slow
 def test_brecq_leaves_callers_model_unchanged(r20, calib):
     before = copy.deepcopy(r20.state_dict())
     r20.train()
@@ -378,6 +384,7 @@ def test_brecq_leaves_callers_model_unchanged(r20, calib):
     assert q is not r20 and not q.training
 
 
+@pytest.mark.slow
 def test_brecq_torchvision_resnet18_with_activations():
     import torchvision
 
@@ -493,6 +500,7 @@ def test_register_block_makes_a_custom_module_one_unit():
         layers.register_block(object)
 
 
+@pytest.mark.slow
 def test_brecq_deterministic_on_cpu(r20, calib):
     runs = [brecq(r20, calib, 3, seed=s, **FAST) for s in (0, 0, 1)]
     w0, w1, w2 = (_weights(q) for q, _ in runs)
@@ -501,6 +509,7 @@ def test_brecq_deterministic_on_cpu(r20, calib):
     assert any(not torch.equal(w0[k], w2[k]) for k in w0)
 
 
+@pytest.mark.slow
 def test_brecq_accepts_a_loader(r20, calib):
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(calib, torch.zeros(len(calib))), batch_size=10)
@@ -560,6 +569,7 @@ def test_brecq_refuses_wrong_folding():
     assert isinstance(q.bn1, nn.BatchNorm2d)
 
 
+@pytest.mark.slow
 def test_brecq_with_a_real_bitplan(r20, calib):
     from mixquant_lite import search
     from mixquant_lite.table import qe_table

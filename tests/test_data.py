@@ -10,6 +10,7 @@ import torch
 from mixquant_lite import data
 
 
+@pytest.mark.slow
 def test_split_sizes_and_balance():
     train, test = data.mnist5k("train"), data.mnist5k("test")
     assert len(train) == 4000 and len(test) == 1000

@@ -29,6 +29,7 @@ def test_resnet20_structure_and_shapes():
     assert 0.26e6 < sum(p.numel() for p in m.parameters()) < 0.28e6
 
 
+@pytest.mark.slow
 def test_shipped_checkpoint_accuracy():
     model = load_pretrained("resnet20-mnist5k")
     acc = evaluate(model, mnist5k_loader("test"))

@@ -70,6 +70,7 @@ def test_clamp_is_applied_where_it_bites():
     assert sse[0] / 3 == pytest.approx(qe(w, 2), rel=1e-6)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(w=weights(dtypes=("float32", "float16", "bfloat16")),
        bits=st.lists(st.integers(1, 16), min_size=1, max_size=4, unique=True),

@@ -51,6 +51,7 @@ def spec_round_trip(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
 # --------------------------------------------------------------------------- exactness
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans())
 def test_quantize_matches_fused_kernels_and_the_spec(w, bits, per_channel):
@@ -71,6 +72,7 @@ def test_quantize_matches_fused_kernels_and_the_spec(w, bits, per_channel):
     assert torch.equal(out, spec)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans(),
        range_method=st.sampled_from(["minmax", "mse"]))

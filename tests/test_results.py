@@ -46,6 +46,7 @@ def _write_images(folder, wnids, n_per_class, size=40, seed=0):
             Image.fromarray(arr).save(d / f"{wnid}_{c}_{i}.{ext}")
 
 
+@pytest.mark.slow
 def test_offline_default_table(tmp_path):
     pretrained = (data_dir() / "resnet20-mnist5k.pt").is_file()
     df = results.reproduce(out_dir=tmp_path, pretrained=pretrained, command="pytest", **TINY)
@@ -88,6 +89,7 @@ def test_offline_default_table(tmp_path):
         assert 100 * mask.count("1") / len(mask) == pytest.approx(acc)
 
 
+@pytest.mark.slow
 def test_cache_dir_resumes(tmp_path):
     """A second run with the same cache folder reuses every BRECQ run (same numbers, no work)."""
     kw = dict(TINY, pretrained=False, command="pytest", cache_dir=tmp_path / "cache")
@@ -106,6 +108,7 @@ def test_matched_column():
     assert results._matched(2.8, 3.0).startswith("no: -0.20 bit (smaller)")
 
 
+@pytest.mark.slow
 def test_imagenette_layout_resnet18(tmp_path, monkeypatch, no_network):
     """Colab path end to end on a fixture in Imagenette's layout (no download: it is found)."""
     root = tmp_path / "cache"
@@ -126,6 +129,7 @@ def test_imagenette_layout_resnet18(tmp_path, monkeypatch, no_network):
     assert prov["calibration"].startswith("4 Imagenette-160 training images")
 
 
+@pytest.mark.slow
 def test_imagenet_folder_without_train_split(tmp_path):
     """``imagenet:/path``: with no sibling train folder, calibration images are a seeded sample
     of the folder and are left out of the evaluation."""

@@ -130,6 +130,7 @@ def test_bad_baseline_and_table(r20_table):
     qem=st.floats(1e-3, 1e5),
     baseline=st.sampled_from(BITS),
 )
+@pytest.mark.slow
 def test_rule_matches_the_spec_word_for_word(vals, qem, baseline):
     t = table_of(vals)
     assert mixquant(t, qem, baseline_bits=baseline).bits == spec_rule(t, qem, baseline)

@@ -271,6 +271,7 @@ def test_count_weights_resnet20():
     assert 260_000 < n_weights < 275_000
 
 
+@pytest.mark.slow
 def test_time_qe_tables_small():
     from mixquant_lite.models import resnet20
 
@@ -438,6 +439,7 @@ def test_summarize_gaps():
     assert r.mean_gap == pytest.approx(0.5 / 3)
 
 
+@pytest.mark.slow
 def test_result_plots_label_axes_with_units():
     import matplotlib
 
