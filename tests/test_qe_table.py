@@ -84,7 +84,9 @@ def test_any_tensor_matches_qe(w, bits, per_channel):
             qt._table_from_weights([("w", w)], bits, per_channel)
         return
     t = qt._table_from_weights([("w", w)], bits, per_channel)
-    np.testing.assert_allclose(t.values[0], ref, rtol=1e-6, atol=0)
+    # float32 block sums: a few ulps on adversarial tensors (seen: 1.19e-6 on a 625-weight
+    # tensor of tiny equal values at 10 bits); a wrong grid or rounding is off by far more.
+    np.testing.assert_allclose(t.values[0], ref, rtol=2e-6, atol=0)
 
 
 def test_half_precision_models(r20):
