@@ -1,4 +1,5 @@
-# Two commands: `make tutorial` (run every notebook headless, write build/) and `make test`.
+# Two commands: `make tutorial` (run every notebook headless, write build/) and `make test`;
+# `make student` writes the exercise notebooks without their solutions to build/student/.
 # Both create .venv on first use and reuse it afterwards (reinstall only when pyproject changes).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 export MPLBACKEND := Agg
 
-.PHONY: tutorial test install lint bench reproduce clean
+.PHONY: tutorial test install lint bench reproduce student clean
 
 install: $(STAMP)
 
@@ -38,6 +39,11 @@ tutorial: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env tests $(NOTEBOOKS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+# Student versions of the notebooks: solutions (### BEGIN/END SOLUTION) replaced by
+# `raise NotImplementedError()`, outputs cleared, written to build/student/.
+student: $(STAMP)
+	$(BIN)/python tools/make_student.py $(NOTEBOOKS) --out build/student
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks
