@@ -86,3 +86,40 @@ def test_solution_passes_and_student_fails_exactly_at_the_exercises():
     assert err == {checks[0]: "NotImplementedError", ex2: "NotImplementedError",
                    checks[1]: "NameError"}
     assert "the end 4" in text(student.cells[-1])
+
+
+# ---------------------------------------------------------------------------- the notebooks
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# Notebooks that carry exercises (every notebook of the series should; 06 is not part of the
+# exercise series yet).
+WITH_EXERCISES = [p for p in NOTEBOOKS if not p.name.startswith("06")]
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.stem)
+def test_notebook_has_checked_exercises(path):
+    nb = nbformat.read(path, as_version=4)
+    kinds = [("exercise" if "exercise" in tags(c) else "check" if "check" in tags(c) else None)
+             for c in nb.cells]
+    exercises = [k for k, t in enumerate(kinds) if t == "exercise"]
+    assert 2 <= len(exercises) <= 4, f"{path.name}: {len(exercises)} exercise cells"
+    for k in exercises:
+        assert make_student.BEGIN in nb.cells[k].source, f"{path.name} cell {k}: no solution"
+        nxt = next(t for t in kinds[k + 1:] if t is not None)
+        assert nxt == "check", f"{path.name} cell {k}: exercise not followed by a check cell"
+    # As committed (with solutions) every check passed and printed so.
+    for k, t in enumerate(kinds):
+        if t == "check":
+            assert ": passed" in text(nb.cells[k]), f"{path.name} cell {k}: check did not pass"
+    student, n = make_student.student_version(nb, path.name)
+    assert n >= len(exercises)
+    for k in exercises:
+        assert make_student.BEGIN not in student.cells[k].source
+        assert "raise NotImplementedError()" in student.cells[k].source
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.stem)
+def test_notebook_has_series_map(path):
+    first = nbformat.read(path, as_version=4).cells[0].source
+    assert "**Series:**" in first and "**Run time:**" in first and "RUNTIME" not in first
+    assert "**Previous:**" in first and "**Next:**" in first
