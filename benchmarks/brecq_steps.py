@@ -25,8 +25,8 @@ import torch
 from mixquant_lite.data import calibration_batch, mnist5k_loader
 from mixquant_lite.models import load_pretrained
 from mixquant_lite.plan import BitPlan
-from mixquant_lite.qe_table import qe_table
 from mixquant_lite.recon import brecq, fold_bn
+from mixquant_lite.table import qe_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ the work of a QE table does not depend on the values of the weights.
 
 Measured:
 - the QE table of ResNet-152 (156 layers, 60.0M weights, bits 2..8, per tensor) against a
-  naive reference (eager torch, per layer and bit: min/max, scale, round, clamp, dequantize,
+  naive reference (mixquant_lite.tutorial.timing.naive_qe_table: qe() per layer and bit,
   mean of squares) and against one read of all weights (``sum(w*w)`` per layer);
 - the same with ``compiled=True`` (the opt-in ``torch.compile`` path), compile time apart;
 - per channel against per tensor; a 10-QEM sweep against one search (table + rule);
@@ -36,8 +36,10 @@ import numpy as np
 import torch
 import torchvision
 
-from mixquant_lite.qe_table import qe_table, quantizable_layers
+from mixquant_lite.layers import quantizable_layers
 from mixquant_lite.search import mixquant, sweep
+from mixquant_lite.table import qe_table
+from mixquant_lite.tutorial.timing import naive_qe_table as naive_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BITS = tuple(range(2, 9))
@@ -47,26 +49,6 @@ MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 def build(name: str, device: str) -> torch.nn.Module:
     torch.manual_seed(0)
     return getattr(torchvision.models, name)(weights=None).eval().to(device)
-
-
-def naive_table(model: torch.nn.Module, bits=BITS) -> list[list[float]]:
-    """The reference: plain eager torch, one layer and one bit-width at a time."""
-    out = []
-    with torch.no_grad():
-        for _, m in quantizable_layers(model):
-            w = m.weight
-            row = []
-            for b in bits:
-                qmax = 2**b - 1
-                lo = torch.clamp(w.min(), max=0)
-                hi = torch.clamp(w.max(), min=0)
-                s = (hi - lo) / qmax
-                z = torch.clamp(torch.round(-lo / s), 0, qmax)
-                q = torch.clamp(torch.round(w / s) + z, 0, qmax)
-                w_hat = (q - z) * s
-                row.append(((w - w_hat) ** 2).mean().item())
-            out.append(row)
-    return out
 
 
 def one_read(model: torch.nn.Module) -> float:
@@ -103,9 +85,8 @@ def linear_fit(x, y) -> tuple[float, float, float]:
 
 _MEM_CHILD = r"""
 import gc, json, sys, torch, torchvision
-from mixquant_lite.qe_table import qe_table
-sys.path.insert(0, {bench_dir!r})
-from search_speed import naive_table
+from mixquant_lite.table import qe_table
+from mixquant_lite.tutorial.timing import naive_qe_table as naive_table
 
 def status(key):  # kB, from /proc/self/status
     for line in open("/proc/self/status"):

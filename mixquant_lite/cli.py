@@ -45,24 +45,13 @@ def _torchvision_names() -> list[str]:
 
 
 def _build_arch(arch: str, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """An untrained model of architecture ``arch`` shaped to fit ``state`` (classes, inputs)."""
-    from .models import resnet20
+    """An untrained model of architecture ``arch`` shaped to fit ``state``."""
+    from .export import build_architecture
 
-    fc = state.get("fc.weight")
-    if arch == "resnet20":
-        conv1 = state.get("conv1.weight")
-        kwargs = {}
-        if conv1 is not None:
-            kwargs["in_channels"] = conv1.shape[1]
-        if fc is not None:
-            kwargs["num_classes"] = fc.shape[0]
-        return resnet20(**kwargs)
-    if arch in _torchvision_names():
-        import torchvision
-
-        kwargs = {"num_classes": fc.shape[0]} if fc is not None else {}
-        return torchvision.models.get_model(arch, weights=None, **kwargs)
-    raise CLIError(f"unknown --arch {arch!r}: use resnet20 or a torchvision model name")
+    try:
+        return build_architecture(arch, state)
+    except ValueError:
+        raise CLIError(f"unknown --arch {arch!r}: use resnet20 or a torchvision name") from None
 
 
 def _load_checkpoint(path: Path, arch: str | None) -> nn.Module:
@@ -219,7 +208,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _table_from_args(args: argparse.Namespace):
-    from .qe_table import qe_table, quantizable_layers
+    from .layers import first_last_layers
+    from .table import qe_table
 
     model, source = load_model(args.model, random_init=args.random_init, arch=args.arch)
     try:
@@ -232,9 +222,9 @@ def _table_from_args(args: argparse.Namespace):
         raise CLIError(str(e)) from None
     fixed = dict(args.fix)
     if args.first_last_bits is not None:
-        names = [n for n, _ in quantizable_layers(model)]
-        fixed.setdefault(names[0], args.first_last_bits)
-        fixed.setdefault(names[-1], args.first_last_bits)
+        first, last = first_last_layers(model)  # module order, as everywhere
+        fixed.setdefault(first, args.first_last_bits)
+        fixed.setdefault(last, args.first_last_bits)
     if args.baseline_bits is None:
         args.baseline_bits = 8 if 8 in table.bits else max(table.bits)
     grid = "per-channel" if args.per_channel else "per-tensor"
@@ -343,15 +333,53 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+
+
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnet20-mnist5k",
+                   help="shipped checkpoint name, torchvision model name, or a .pt state_dict "
+                        "path (default: %(default)s)")
+    p.add_argument("--arch", help="architecture of a bare state_dict checkpoint")
+    p.add_argument("--plan", type=Path, required=True, metavar="FILE",
+                   help="a plan saved as JSON (mixquant-lite search --json FILE)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="the safetensors file to write")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .export import export
+    from .plan import BitPlan
+
+    model, source = load_model(args.model, arch=args.arch)
+    try:
+        plan = BitPlan.from_json(args.plan)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot read the plan {args.plan}: {e}") from None
+    arch = args.arch or (args.model if args.model in _torchvision_names() else None)
+    try:
+        info = export(model.eval(), plan, args.out, arch=arch)
+    except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+    print(f"{args.model}: {source}; plan {plan.summary()}")
+    print(f"wrote {info.path}: {info.file:,} bytes = codes {info.codes:,} + scales/zero points "
+          f"{info.qparams:,} + float tensors {info.float_tensors:,} + header {info.header:,}")
+    print(f"plan.size_bytes {plan.size_bytes:,.0f}; codes + scales/zero points are "
+          f"{100 * info.quantized_overhead:+.2f} % of it")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 
 Command = tuple[
-    Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str
+    Callable[[argparse.ArgumentParser], object], Callable[[argparse.Namespace], int], str
 ]
 COMMANDS: dict[str, Command] = {
     "search": (_add_search_args, _run_search,
                "QE table of a model and one bit-width plan (a QEM or a budget)"),
     "sweep": (_add_sweep_args, _run_sweep, "MixQuant plans for several QEMs from one QE table"),
+    "export": (_add_export_args, _run_export,
+               "apply a saved plan JSON to a model and write integer codes (safetensors)"),
     "reproduce": (
         results.add_arguments,
         results.run,

@@ -1,6 +1,6 @@
 """``BitPlan``: one bit-width per quantizable layer, its summaries, JSON and application.
 
-Spec (``shared/docs/mixquant-spec.md``, "Summaries of a bit-width plan"):
+Definitions: ``docs/method.md`` ("The bit-width plan"):
 
 - average bit-width: weighted by each layer's number of weights;
 - weight storage: ``sum over layers of numel * bits / 8`` bytes (weights only, biases excluded);
@@ -19,16 +19,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .quant import check_bits, quantize
+from .layers import QUANTIZABLE_TYPES, weight_of
+from .quant import check_bits, fake_quantize
 
 if TYPE_CHECKING:
-    from .qe_table import QETable
+    from .table import QETable
 
 __all__ = ["BitPlan"]
 
@@ -40,6 +42,9 @@ _VERSION = 1
 class BitPlan:
     """Per-layer bit-widths for the ``Conv2d``/``Linear`` weights of a model.
 
+    A plan is immutable: ``bits``, ``numel`` and ``meta`` are read-only mappings (copies of
+    what was passed); it pickles, deep-copies and round-trips through JSON.
+
     Attributes:
         bits: ``{layer path: bits}`` (ints in ``1..16``), in module order.
         numel: ``{layer path: number of weights}`` for the same layers.
@@ -47,10 +52,10 @@ class BitPlan:
         meta: free-form JSON-able provenance (e.g. ``{"method": "mixquant", "qem": 100.0}``).
     """
 
-    bits: dict[str, int]
-    numel: dict[str, int]
+    bits: Mapping[str, int]
+    numel: Mapping[str, int]
     per_channel: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, Mapping) or not isinstance(self.numel, Mapping):
@@ -70,10 +75,13 @@ class BitPlan:
             if int(n) <= 0:
                 raise ValueError(f"numel of layer {k!r} must be positive, got {n}")
             numel[k] = int(n)
-        object.__setattr__(self, "bits", bits)
-        object.__setattr__(self, "numel", numel)
+        object.__setattr__(self, "bits", MappingProxyType(bits))
+        object.__setattr__(self, "numel", MappingProxyType(numel))
         object.__setattr__(self, "per_channel", bool(self.per_channel))
-        object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+
+    def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain dicts
+        return (type(self), (dict(self.bits), dict(self.numel), self.per_channel, dict(self.meta)))
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -138,11 +146,11 @@ class BitPlan:
             return NotImplemented
         return (
             list(self.bits.items()) == list(other.bits.items())
-            and self.numel == other.numel
+            and dict(self.numel) == dict(other.numel)
             and self.per_channel == other.per_channel
         )
 
-    __hash__ = None  # mutable-looking dict fields: not hashable
+    __hash__ = None  # type: ignore[assignment]  # equality is by value; not a dict key
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -167,7 +175,7 @@ class BitPlan:
             ],
             "avg_bits": self.avg_bits,
             "size_bytes": self.size_bytes,
-            "meta": self.meta,
+            "meta": dict(self.meta),
         }
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = 2) -> str:
@@ -207,14 +215,13 @@ class BitPlan:
         return cls(bits, numel, bool(data.get("per_channel", False)), data.get("meta") or {})
 
     # ------------------------------------------------------------------ application
-    def apply(self, model: nn.Module) -> nn.Module:
-        """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
-        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.quantize`, with
-        this plan's ``per_channel``). Biases and unplanned layers are left as they are.
+    def check_model(self, model: nn.Module) -> None:
+        """Check that ``model`` has every planned layer, as a ``Conv2d``/``Linear`` with the
+        planned number of weights.
 
         Raises:
-            ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``
-                or has a different number of weights (the message names the layer).
+            TypeError: ``model`` is not an ``nn.Module``.
+            ValueError: a planned layer is missing, of another type or size (named).
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -225,17 +232,28 @@ class BitPlan:
             raise ValueError(f"layer {missing[0]!r} of the plan is not in the model{more}")
         for name, n in self.numel.items():
             m = modules[name]
-            if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            if not isinstance(m, QUANTIZABLE_TYPES):
                 raise ValueError(f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
-            if m.weight.numel() != n:
+            if weight_of(m).numel() != n:
                 raise ValueError(
-                    f"layer {name!r} has {m.weight.numel()} weights, the plan expects {n}"
+                    f"layer {name!r} has {weight_of(m).numel()} weights, the plan expects {n}"
                 )
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
+        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.fake_quantize`, with
+        this plan's ``per_channel``). Biases and unplanned layers are left as they are.
+
+        Raises:
+            ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``
+                or has a different number of weights (the message names the layer).
+        """
+        self.check_model(model)
         out = copy.deepcopy(model)
         with torch.no_grad():
             for name, b in self.bits.items():
-                w = out.get_submodule(name).weight
-                w.copy_(quantize(w, b, per_channel=self.per_channel))
+                w = weight_of(out, name)
+                w.copy_(fake_quantize(w, b, per_channel=self.per_channel))
         return out
 
 

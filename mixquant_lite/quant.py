@@ -1,36 +1,63 @@
-"""The asymmetric (affine) uniform quantizer of ``shared/docs/mixquant-spec.md``.
+"""The asymmetric (affine) uniform quantizer (definitions: ``docs/method.md``, "Quantizer").
 
-For a weight tensor ``W`` and bit-width ``b`` (levels ``0 .. 2^b - 1``), spec "Asymmetric
-(affine) uniform quantizer":
+This module is the package's only quantizer. For a tensor ``x`` and bit-width ``b`` (integer
+levels ``0 .. 2^b - 1``):
 
-- range ``lo = min(W.min(), 0)``, ``hi = max(W.max(), 0)`` ("minmax"),
-- step ``s = (hi - lo) / (2^b - 1)``, zero point ``z = clamp(round(-lo / s), 0, 2^b - 1)``,
-- ``q = clamp(round(W / s) + z, 0, 2^b - 1)`` and ``W_hat = (q - z) * s``.
+- :func:`choose_qparams`: the range ``lo = min(x.min(), 0)``, ``hi = max(x.max(), 0)``
+  (``range_method="minmax"``), or that range shrunk by the factor ``r`` in ``1.00, 0.99, ...,
+  0.21`` that minimises ``sum |x - x_hat|^2.4`` (``"mse"``, BRECQ's initialisation); then the
+  step ``s = (hi - lo) / (2^b - 1)`` and the zero point ``z = clamp(round(-lo / s), 0, 2^b - 1)``,
+  one pair per tensor or per output channel (axis 0).
+- :func:`quantize_affine`: the integer codes ``q = clamp(round(x * (1/s)) + z, 0, 2^b - 1)``.
+- :func:`dequantize_affine`: ``x_hat = (q - z) * s``.
+- :func:`fake_quantize_affine`: both at once, by PyTorch's fused kernels
+  (``torch.fake_quantize_per_tensor_affine`` / ``torch.fake_quantize_per_channel_affine``); where
+  a gradient with respect to the step is needed (learned activation steps), the same float32
+  arithmetic written with a straight-through ``round``, which is bit-for-bit equal to the kernels.
 
-The round trip is done by PyTorch's fused kernels (``torch.fake_quantize_per_tensor_affine`` /
-``torch.fake_quantize_per_channel_affine``), so results agree with them exactly. Per channel
-means per output channel (axis 0), one ``(s, z)`` per channel. ``round`` is round-half-to-even
-(the kernels' ``nearbyint``); the kernels divide by multiplying with ``1/s`` taken in float32.
-
-Weights in fp16/bf16 are quantized in float32 and cast back; QE is accumulated in float64.
-Only ``range_method="minmax"`` is implemented (the spec's optional "mse" search is not).
+``round`` is round-half-to-even (the kernels' ``nearbyint``) and ``1/s`` is taken in float32, as
+the kernels take it; so ``dequantize_affine(quantize_affine(x))`` equals ``fake_quantize_affine``
+exactly (tested). Tensors in fp16/bf16 are quantized in float32 and cast back; QE is accumulated in
+float64. The vocabulary follows torchao: ``quantize_affine`` returns integers,
+``fake_quantize_affine`` returns floats on the grid.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-__all__ = ["quantize", "qe", "qparams", "check_bits", "check_bit_list", "RANGE_METHODS"]
+__all__ = [
+    "choose_qparams",
+    "quantize_affine",
+    "dequantize_affine",
+    "fake_quantize_affine",
+    "fake_quantize",
+    "qe",
+    "check_bits",
+    "check_bit_list",
+    "check_granularity",
+    "RANGE_METHODS",
+    "GRANULARITIES",
+    "quantize",
+    "qparams",
+]
 
-RANGE_METHODS = ("minmax",)
+RANGE_METHODS = ("minmax", "mse")
+GRANULARITIES = ("per_tensor", "per_channel")
 MIN_BITS, MAX_BITS = 1, 16
 # A step smaller than this would make 1/s overflow in float32; an all-zero (or subnormal-range)
 # tensor gets this step instead and round-trips exactly.
 _MIN_SCALE = 2.0**-100
+# "mse" range search (BRECQ's UniformAffineQuantizer): 80 shrink ratios, L_2.4 error.
+MSE_RATIOS = tuple(1.0 - 0.01 * i for i in range(80))
+MSE_P = 2.4
+_MSE_SAMPLE = 1 << 18  # error measured on at most this many evenly strided values per group
+_MSE_CHUNK = 1 << 22  # elements of the (ratios, groups, values) work tensor at a time
 
 
 def check_bits(bits, name: str = "bits") -> int:
@@ -66,21 +93,34 @@ def check_bit_list(bits: Iterable[int], name: str = "bits") -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _check_range_method(range_method: str) -> None:
+def check_range_method(range_method: str, name: str = "range_method") -> str:
+    """``range_method`` after checking it is one of :data:`RANGE_METHODS`."""
     if range_method not in RANGE_METHODS:
-        raise ValueError(f"range_method must be one of {RANGE_METHODS}, got {range_method!r}")
+        raise ValueError(f"{name} must be one of {RANGE_METHODS}, got {range_method!r}")
+    return range_method
 
 
-def _check_weight(w: torch.Tensor, name: str = "w", *, per_channel: bool = False) -> torch.Tensor:
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
-    if w.numel() == 0:
+def check_granularity(granularity: str) -> str:
+    """``granularity`` after checking it is ``"per_tensor"`` or ``"per_channel"``."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return granularity
+
+
+def _granularity(per_channel: bool) -> str:
+    return "per_channel" if per_channel else "per_tensor"
+
+
+def _check_tensor(x: torch.Tensor, name: str = "w", *, per_channel: bool = False) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.numel() == 0:
         raise ValueError(f"{name} is empty")
-    if per_channel and w.dim() < 1:
+    if per_channel and x.dim() < 1:
         raise ValueError(f"per_channel=True needs {name} with at least one dimension")
-    return w
+    return x
 
 
 def _minmax(w: torch.Tensor, per_channel: bool, name: str = "w") -> tuple[np.ndarray, np.ndarray]:
@@ -96,17 +136,17 @@ def _minmax(w: torch.Tensor, per_channel: bool, name: str = "w") -> tuple[np.nda
         mn, mx = x.amin(1), x.amax(1)
     else:
         mn, mx = torch.aminmax(x)
-    mn = mn.float().reshape(-1).cpu().numpy()
-    mx = mx.float().reshape(-1).cpu().numpy()
-    if not (np.isfinite(mn).all() and np.isfinite(mx).all()):
+    mn_np = mn.float().reshape(-1).cpu().numpy()
+    mx_np = mx.float().reshape(-1).cpu().numpy()
+    if not (np.isfinite(mn_np).all() and np.isfinite(mx_np).all()):
         raise ValueError(f"{name} contains NaN or inf values")
-    return mn, mx
+    return mn_np, mx_np
 
 
 def _grid(
     mn: np.ndarray, mx: np.ndarray, bits: tuple[int, ...], name: str = "w"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and zero points for every bit-width in ``bits`` from the min/max of ``_minmax``.
+    """Steps and zero points for every bit-width in ``bits`` from per-group minima and maxima.
 
     Returns ``(scale, zero_point)``: float32 and int64 arrays of shape ``(len(bits), C)``.
     The range arithmetic runs in float64 so that ``hi - lo`` of two large float32 values does
@@ -124,59 +164,219 @@ def _grid(
     return scale, zp
 
 
-def qparams(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
+def _kernel_round_trip(
+    x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmax: int
+) -> torch.Tensor:
+    """``(clamp(round(x * (1/s)) + z, 0, qmax) - z) * s`` in float32 with broadcastable ``s``,
+    ``z`` (float32): the fused kernels' arithmetic, written with plain ops."""
+    return (torch.clamp(torch.round(x * (1.0 / scale)) + zp, 0, qmax) - zp) * scale
+
+
+def _mse_grid(
+    x: torch.Tensor, mn: np.ndarray, mx: np.ndarray, bits: int, per_channel: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"mse"`` range: per group, the grid of the shrink ratio in :data:`MSE_RATIOS` with
+    the smallest ``sum |x - x_hat|^2.4`` (first, i.e. widest, among ties). Returns float32
+    ``scale`` and int64 ``zero_point`` arrays of shape ``(C,)``."""
+    ratios = np.asarray(MSE_RATIOS, dtype=np.float64)
+    n_groups = len(mn)
+    # Every (ratio, group) is a group of its own for _grid: (R * C,) minima and maxima.
+    mn_r = (ratios[:, None] * mn.astype(np.float64)[None, :]).reshape(-1)
+    mx_r = (ratios[:, None] * mx.astype(np.float64)[None, :]).reshape(-1)
+    scale, zp = _grid(mn_r, mx_r, (bits,))
+    scale, zp = scale.reshape(len(ratios), n_groups), zp.reshape(len(ratios), n_groups)
+    flat = x.detach().float().reshape(n_groups, -1)
+    if flat.shape[1] > _MSE_SAMPLE:  # the range comes from all values, the error from a sample
+        flat = flat[:, :: flat.shape[1] // _MSE_SAMPLE + 1]
+    s_t = torch.from_numpy(scale).to(flat.device)[..., None]  # (R, C, 1)
+    z_t = torch.from_numpy(zp.astype(np.float32)).to(flat.device)[..., None]
+    step = max(1, _MSE_CHUNK // flat.numel())
+    errs = []
+    for i in range(0, len(ratios), step):
+        xq = _kernel_round_trip(flat[None], s_t[i : i + step], z_t[i : i + step], 2**bits - 1)
+        errs.append((flat[None] - xq).abs().pow(MSE_P).sum(2))  # (r, C)
+    best = torch.cat(errs).argmin(0).cpu().numpy()  # argmin: the first among ties
+    cols = np.arange(n_groups)
+    return scale[best, cols], zp[best, cols]
+
+
+def choose_qparams(
+    x: torch.Tensor,
+    bits: int,
+    granularity: str = "per_tensor",
+    range_method: str = "minmax",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point of ``w`` at ``bits`` (spec: "Asymmetric (affine) uniform quantizer").
+    """Step and zero point of ``x`` at ``bits`` (``docs/method.md``, "Quantizer").
+
+    Args:
+        x: a float tensor (weights ``(C_out, ...)`` or activations); read, never modified.
+        bits: ``1..16``.
+        granularity: ``"per_tensor"`` or ``"per_channel"`` (one grid per index of axis 0).
+        range_method: ``"minmax"`` (the range of ``x``, 0 included) or ``"mse"`` (that range
+            shrunk to minimise the ``L_2.4`` round-trip error, per group).
 
     Returns:
-        ``(scale, zero_point)``: float32 and int32 tensors of shape ``()`` per tensor, or
-        ``(C_out,)`` per channel, on ``w``'s device. ``scale`` is in the units of ``w``.
+        ``(scale, zero_point)``: float32 and int32 tensors of shape ``()`` per tensor or ``(C,)``
+        per channel, on ``x``'s device. ``scale`` is in the units of ``x``.
 
     Raises:
-        TypeError / ValueError: bad ``bits``, unknown ``range_method``, a non-float, empty or
-        non-finite ``w``.
+        TypeError / ValueError: bad ``bits``, ``granularity`` or ``range_method``; a non-float,
+        empty or non-finite ``x``.
     """
     bits = check_bits(bits)
-    _check_range_method(range_method)
-    _check_weight(w, per_channel=per_channel)
-    scale, zp = _grid(*_minmax(w, per_channel), (bits,))
-    scale_t = torch.from_numpy(scale[0]).to(w.device)
-    zp_t = torch.from_numpy(zp[0].astype(np.int32)).to(w.device)
+    per_channel = check_granularity(granularity) == "per_channel"
+    check_range_method(range_method)
+    _check_tensor(x, "x", per_channel=per_channel)
+    mn, mx = _minmax(x, per_channel, "x")
+    if range_method == "minmax":
+        scale2, zp2 = _grid(mn, mx, (bits,), "x")
+        scale, zp = scale2[0], zp2[0]
+    else:
+        scale, zp = _mse_grid(x, mn, mx, bits, per_channel)
+    scale_t = torch.from_numpy(np.ascontiguousarray(scale, dtype=np.float32)).to(x.device)
+    zp_t = torch.from_numpy(np.ascontiguousarray(zp, dtype=np.int32)).to(x.device)
     if not per_channel:
         scale_t, zp_t = scale_t[0], zp_t[0]
     return scale_t, zp_t
 
 
-def quantize(
+def _check_qparams(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
+) -> None:
+    if not isinstance(scale, torch.Tensor) or not isinstance(zero_point, torch.Tensor):
+        raise TypeError("scale and zero_point must be tensors (from choose_qparams)")
+    if scale.shape != zero_point.shape or scale.dim() > 1:
+        raise ValueError(
+            f"scale and zero_point must both have shape () or (C,), got {tuple(scale.shape)} "
+            f"and {tuple(zero_point.shape)}"
+        )
+    if scale.dim() == 1 and (x.dim() < 1 or x.shape[0] != scale.shape[0]):
+        raise ValueError(
+            f"per-channel scale of {scale.shape[0]} channels does not fit a tensor of shape "
+            f"{tuple(x.shape)} (axis 0)"
+        )
+
+
+def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-channel ``(C,)`` tensor viewed as ``(C, 1, ...)`` against ``x``; scalars as is."""
+    return t.reshape(-1, *[1] * (x.dim() - 1)) if t.dim() == 1 else t
+
+
+def quantize_affine(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int
+) -> torch.Tensor:
+    """Integer codes ``q = clamp(round(x * (1/s)) + z, 0, 2^b - 1)``, same shape as ``x``.
+
+    ``scale`` / ``zero_point`` as returned by :func:`choose_qparams` (shape ``()`` or ``(C,)``
+    for axis 0). Returns ``torch.uint8`` for ``bits <= 8``, else ``torch.int32``.
+    """
+    bits = check_bits(bits)
+    _check_tensor(x, "x")
+    _check_qparams(x, scale, zero_point)
+    xf = x.detach().float()
+    s, z = _bcast(scale.float(), xf), _bcast(zero_point.float(), xf)
+    q = torch.clamp(torch.round(xf * (1.0 / s)) + z, 0, 2**bits - 1)
+    return q.to(torch.uint8 if bits <= 8 else torch.int32)
+
+
+def dequantize_affine(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``x_hat = (q - z) * s`` in float32 (then cast to ``dtype``), same shape as ``q``."""
+    _check_qparams(q, scale, zero_point)
+    s, z = _bcast(scale.float(), q), _bcast(zero_point.float(), q)
+    return ((q.float() - z) * s).to(dtype)
+
+
+def fake_quantize_affine(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int
+) -> torch.Tensor:
+    """Quantize-dequantize ``x`` on the grid ``(scale, zero_point)``; same shape and dtype.
+
+    Without a gradient for ``scale`` this is PyTorch's fused kernel (its gradient with respect
+    to ``x`` is the straight-through one, zero where the clamp bites). When ``scale`` requires
+    a gradient (a learned step), the same float32 arithmetic with a straight-through ``round``,
+    so that ``d x_hat / d s = round(x/s) - x/s`` inside the range and ``-z`` or ``qmax - z``
+    outside it (LSQ); its values equal the kernel's bit for bit.
+    """
+    bits = check_bits(bits)
+    _check_tensor(x, "x")
+    _check_qparams(x, scale, zero_point)
+    qmax = 2**bits - 1
+    xf = x.float()
+    if scale.requires_grad and torch.is_grad_enabled():
+        s, z = _bcast(scale.float(), xf), _bcast(zero_point.float().detach(), xf)
+        t = xf * (1.0 / s)
+        t = t + (torch.round(t) - t).detach()  # straight-through round
+        out = (torch.clamp(t + z, 0, qmax) - z) * s
+    elif scale.dim() == 1:
+        out = torch.fake_quantize_per_channel_affine(
+            xf, scale.float(), zero_point.to(torch.int32), 0, 0, qmax
+        )
+    else:
+        out = torch.fake_quantize_per_tensor_affine(
+            xf, float(scale), int(zero_point), 0, qmax
+        )
+    return out.to(x.dtype)
+
+
+def fake_quantize(
     w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
 ) -> torch.Tensor:
-    """Quantize-dequantize ``w`` at ``bits`` (simulated quantization, spec "Setting").
+    """``W_hat``: :func:`choose_qparams` then :func:`fake_quantize_affine` (round to nearest).
 
-    Returns ``W_hat``: a tensor of the same shape, dtype and device as ``w``, computed in
-    float32 by the fused ``torch.fake_quantize_per_{tensor,channel}_affine`` kernels.
+    Returns a tensor of the same shape, dtype and device as ``w`` (simulated quantization).
     """
-    scale, zp = qparams(w, bits, per_channel=per_channel, range_method=range_method)
-    x = w.detach().float()
-    qmax = 2**bits - 1
-    if per_channel:
-        out = torch.fake_quantize_per_channel_affine(x, scale, zp, 0, 0, qmax)
-    else:
-        out = torch.fake_quantize_per_tensor_affine(x, scale.item(), int(zp.item()), 0, qmax)
-    return out.to(w.dtype)
+    _check_tensor(w, per_channel=per_channel)
+    scale, zp = choose_qparams(w, bits, _granularity(per_channel), range_method)
+    return fake_quantize_affine(w.detach(), scale, zp, bits)
 
 
 def qe(
     w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
 ) -> float:
-    """Quantization error ``QE(W, b) = mean((W - W_hat)^2)`` (spec: "Quantization error").
+    """Quantization error ``QE(W, b) = mean((W - W_hat)^2)`` (``docs/method.md``, "QE").
 
     ``W`` is measured in float32 (fp16/bf16 are upcast exactly), ``W_hat`` is
-    :func:`quantize`'s float32 result, and the squared differences are summed in float64.
+    :func:`fake_quantize`'s float32 result, and the squared differences are summed in float64.
     Returns a Python float in the units of ``w`` squared (0.0 for a constant tensor).
+
+    Raises:
+        ValueError: the error is not finite (the range was too large for float32 arithmetic).
     """
     x = w.detach().float()
-    d = (x - quantize(x, bits, per_channel=per_channel, range_method=range_method)).double()
+    d = (x - fake_quantize(x, bits, per_channel=per_channel, range_method=range_method)).double()
     val = torch.dot(d.reshape(-1), d.reshape(-1)).item() / d.numel()
-    assert math.isfinite(val)
+    if not math.isfinite(val):
+        raise ValueError("the quantization error of w is not finite")
     return val
+
+
+# ---------------------------------------------------------------- deprecated names (v0.1)
+
+
+def quantize(
+    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
+) -> torch.Tensor:
+    """Deprecated name of :func:`fake_quantize` (it returns floats, not integer codes)."""
+    warnings.warn(
+        "mixquant_lite.quant.quantize is deprecated: use fake_quantize (floats on the grid) or "
+        "quantize_affine (integer codes)", DeprecationWarning, stacklevel=2,
+    )
+    return fake_quantize(w, bits, per_channel=per_channel, range_method=range_method)
+
+
+def qparams(
+    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deprecated name of :func:`choose_qparams` (``per_channel=True`` is
+    ``granularity="per_channel"``)."""
+    warnings.warn(
+        "mixquant_lite.quant.qparams is deprecated: use choose_qparams(x, bits, granularity, "
+        "range_method)", DeprecationWarning, stacklevel=2,
+    )
+    _check_tensor(w, per_channel=per_channel)
+    return choose_qparams(w, bits, _granularity(per_channel), range_method)

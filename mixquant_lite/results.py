@@ -16,10 +16,12 @@ Writes ``<out_dir>/<dataset>-<model>.csv``, ``.md`` (table + provenance) and ``.
     BRECQ rows compare like with like. BRECQ quantizes BatchNorm-folded weights, so its plans come
     from the QE table of the folded model; the vanilla rows of this section quantize the unfolded
     weights (BatchNorm kept in float, the package's vanilla PTQ), which is the easier problem.
-``method``
-    ``FP32``, ``vanilla``, ``MixQuant + vanilla``, ``budget + vanilla`` (:func:`plan_for_budget`,
-    least total squared weight error at the same average bit-width), ``BRECQ``,
-    ``MixQuant + BRECQ``, ``budget + BRECQ``.
+``search``, ``quantizer``
+    how the bit-widths were chosen: ``none`` (the FP32 row), ``uniform``, ``MixQuant`` or
+    ``budget`` (:func:`plan_for_budget`, least total squared weight error at the same average
+    bit-width); and how the weights were quantized: ``FP32``, ``vanilla`` (round-to-nearest) or
+    ``BRECQ``. The returned DataFrame adds the v0.1 one-string ``method`` label
+    (:func:`method_label`: ``vanilla``, ``MixQuant + BRECQ``...), derived from these two.
 ``weight_bits``
     average weight bit-width actually achieved, weighted by each layer's number of weights.
 ``act_bits``
@@ -54,9 +56,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -64,18 +68,25 @@ import torch
 from torch import nn
 
 from .evaluate import correct_mask
+from .layers import first_last_layers, quantizable_layers, weight_of
 from .plan import BitPlan
-from .qe_table import QETable, qe_table
 from .recon import brecq, fold_bn
 from .search import mixquant, plan_for_budget, qem_for_budget
+from .table import QETable, qe_table
 
 __all__ = ["reproduce", "add_arguments", "run", "QUICK", "FULL", "COLUMNS"]
 
 COLUMNS = [
-    "section", "method", "qem", "weight_bits", "act_bits", "weight_MB", "top1", "wall_s",
-    "compare_to", "matched", "plan", "note",
+    "section", "search", "quantizer", "qem", "weight_bits", "act_bits", "weight_MB", "top1",
+    "wall_s", "compare_to", "matched", "plan", "note",
 ]
 MATCH_TOL = 0.1  # bits
+
+
+def method_label(search: str, quantizer: str) -> str:
+    """One-string label of a row: the quantizer alone for uniform precision and FP32,
+    ``"<search> + <quantizer>"`` otherwise (``"MixQuant + BRECQ"``): the v0.1 ``method``."""
+    return quantizer if search in ("uniform", "none") else f"{search} + {quantizer}"
 # Settings of the two modes. FULL is the BRECQ recipe (1,024 calibration images, 20,000 steps per
 # block); QUICK fits 15 minutes on 2 CPU cores.
 # In QUICK the MixQuant / budget-plan BRECQ rows run with float activations only (the uniform
@@ -113,7 +124,12 @@ def _mnist_setup(model_name: str, pretrained: bool, n_calib: int, seed: int,
         raise ValueError(
             f"dataset 'mnist5k' goes with model {MNIST_MODELS[0]!r}, got {model_name!r}"
         )
-    model = load_pretrained("resnet20-mnist5k") if pretrained else resnet20().eval()
+    if pretrained:
+        model = load_pretrained("resnet20-mnist5k")
+    else:  # random weights (tests only), seeded without touching the global generator
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = resnet20().eval()
     return _Setup(
         model=model, calib=calibration_batch(n_calib, seed), model_tag="resnet20-mnist5k",
         loader=mnist5k_loader("test", batch_size=batch_size), dataset_tag="mnist5k",
@@ -170,8 +186,11 @@ def _imagenet_setup(model_name: str, dataset: str, pretrained: bool, n_calib: in
     if len(calib_ds) < n_calib:
         raise ValueError(f"the calibration set has {len(calib_ds)} images, n_calib={n_calib}")
     idx = torch.randperm(len(calib_ds), generator=gen)[:n_calib].tolist()
+    with torch.random.fork_rng(devices=[]):  # random weights (tests) seeded, globals untouched
+        torch.manual_seed(seed)
+        model = torchvision_resnet(model_name, pretrained=pretrained)
     return _Setup(
-        model=torchvision_resnet(model_name, pretrained=pretrained), calib=_stack(calib_ds, idx),
+        model=model, calib=_stack(calib_ds, idx),
         loader=DataLoader(eval_ds, batch_size=batch_size, shuffle=False, num_workers=workers),
         model_tag=model_name, dataset_tag=dataset_tag, eval_desc=eval_desc, calib_desc=calib_desc,
     )
@@ -197,13 +216,8 @@ def _mixquant_at(table: QETable, target: float, fixed: dict[str, int]) -> tuple[
         qems.append(qem_for_budget(table, avg_bits=target, fixed=fixed))
     except ValueError:
         pass  # no MixQuant plan is that small; the closest one is still chosen below
-    best = None
-    for q in qems:
-        plan = mixquant(table, float(q), fixed=fixed)
-        key = (abs(plan.avg_bits - target), plan.avg_bits, q)
-        if best is None or key < best[0]:
-            best = (key, plan, float(q))
-    return best[1], best[2]
+    plans = [(mixquant(table, float(q), fixed=fixed), float(q)) for q in qems]
+    return min(plans, key=lambda pq: (abs(pq[0].avg_bits - target), pq[0].avg_bits, pq[1]))
 
 
 def _matched(avg: float, ref: float) -> str:
@@ -294,7 +308,6 @@ def reproduce(
     seed: int = 0,
     per_channel: bool = False,
     device: str | None = None,
-    threads: int | None = None,
     batch_size: int = 256,
     workers: int = 2,
     image_size: int = 224,
@@ -322,7 +335,6 @@ def reproduce(
             budget + BRECQ run without a uniform counterpart.
         per_channel: per-output-channel grids everywhere (QE tables, vanilla, BRECQ).
         device: ``"cpu"``, ``"cuda"``... (default: CUDA when available).
-        threads: torch CPU threads for the run (restored afterwards).
         batch_size, workers, image_size: evaluation loader and ImageNet crop size.
         pretrained: ``False`` only for tests (random weights, never for reported numbers).
         progress, verbose: tqdm bars per BRECQ unit; one line per finished row on stderr.
@@ -339,245 +351,267 @@ def reproduce(
     if n_calib is not None:
         settings["n_calib"] = n_calib
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        if dataset == "mnist5k":
-            setup = _mnist_setup(model_name, pretrained, settings["n_calib"], seed, batch_size)
-        else:
-            setup = _imagenet_setup(model_name, dataset, pretrained, settings["n_calib"], seed,
-                                    batch_size, workers, image_size)
-        return _run(setup, settings, quick=quick, out_dir=Path(out_dir), act_bits=act_bits,
-                    vanilla_bits=vanilla_bits, brecq_bits=brecq_bits,
-                    brecq_between=brecq_between, qem_grid=qem_grid,
-                    seed=seed, per_channel=per_channel, device=device, progress=progress,
-                    verbose=verbose,
-                    command=command or _command_line(),
-                    t_start=t_start, cache_dir=None if cache_dir is None else Path(cache_dir))
-    finally:
-        torch.set_num_threads(old_threads)
-
-
-def _run(setup: _Setup, settings: dict[str, Any], *, quick: bool, out_dir: Path,
-         act_bits: tuple[int | None, ...], vanilla_bits: tuple[int, ...],
-         brecq_bits: tuple[int, ...], brecq_between: tuple[float, ...],
-         qem_grid: tuple[float, ...], seed: int, per_channel: bool,
-         device: str, progress: bool, verbose: bool, command: str,
-         t_start: float, cache_dir: Path | None = None) -> pd.DataFrame:
-    model = setup.model.to(device).eval()
-    rows: list[dict[str, Any]] = []
-    eval_s = 0.0
-
-    # Per-image correctness ("0"/"1" per test image) of the model scored last; every row stores
-    # the one of its model, so that any two rows can be compared with a paired test.
-    last_mask: list[str] = [""]
-    masks: list[str] = []
-
-    def top1(m: nn.Module) -> float:
-        nonlocal eval_s
-        t = time.perf_counter()
-        mask = correct_mask(m, setup.loader)
-        acc = 100.0 * mask.double().mean().item()
-        last_mask[0] = "".join("1" if v else "0" for v in mask.tolist())
-        eval_s += time.perf_counter() - t
-        return acc
-
-    def add(section, method, plan, acc, wall, *, act=None, qem=None, compare_to=None,
-            matched=None, note=None):
-        masks.append(last_mask[0])
-        rows.append(dict(
-            section=section, method=method, qem=qem,
-            weight_bits=32.0 if plan is None else plan.avg_bits, act_bits=act,
-            weight_MB=(4 * n_weights if plan is None else plan.size_bytes) / 1e6,
-            top1=acc, wall_s=wall, compare_to=compare_to, matched=matched,
-            plan="f32" if plan is None else _plan_desc(plan), note=note,
-        ))
-        if verbose:
-            r = rows[-1]
-            print(f"[{time.perf_counter() - t_start:6.0f} s] {section:7s} {method:18s} "
-                  f"W{r['weight_bits']:.2f} A{act or 32}: top-1 {acc:.2f} %, {wall:.1f} s"
-                  + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
-
+    if dataset == "mnist5k":
+        setup = _mnist_setup(model_name, pretrained, settings["n_calib"], seed, batch_size)
+    else:
+        setup = _imagenet_setup(model_name, dataset, pretrained, settings["n_calib"], seed,
+                                batch_size, workers, image_size)
+    exp = Experiment(setup, device=device, verbose=verbose, t_start=t_start,
+                     cache_dir=None if cache_dir is None else Path(cache_dir),
+                     brecq_settings=dict(iters=settings["iters"], n_calib=settings["n_calib"],
+                                         seed=seed, batch_size=min(32, settings["n_calib"]),
+                                         per_channel=per_channel, progress=progress))
     t = time.perf_counter()
-    table = qe_table(model, per_channel=per_channel)
-    folded = fold_bn(model)
-    table_f = qe_table(folded, per_channel=per_channel)
+    table = qe_table(exp.model, per_channel=per_channel)
+    table_f = qe_table(fold_bn(exp.model), per_channel=per_channel)  # what BRECQ quantizes
     qe_s = time.perf_counter() - t
-    n_weights = table.total_numel
-    first, last = table.layers[0], table.layers[-1]
-    fl8 = {first: 8, last: 8}
+    exp.add("vanilla", "none", "FP32", None, exp.score(exp.model))
+    _vanilla_section(exp, table, vanilla_bits, qem_grid)
+    for x in sorted({*map(float, brecq_bits), *map(float, brecq_between)}, reverse=True):
+        _brecq_point(exp, x, table, table_f, act_bits, settings.get("mixed_act_bits"))
+    prov = _provenance(exp, settings, quick=quick, seed=seed, per_channel=per_channel,
+                       act_bits=act_bits, command=command or _command_line(), qe_s=qe_s,
+                       grids=dict(qem_grid=list(qem_grid), vanilla_bits=list(vanilla_bits),
+                                  brecq_bits=list(brecq_bits),
+                                  brecq_between=list(brecq_between)))
+    return _write(exp, prov, Path(out_dir))
 
-    add("vanilla", "FP32", None, top1(model), 0.0)
 
-    # --- vanilla section: the MixQuant rule decides every layer, first and last included.
-    vanilla_cache: dict[tuple, tuple[float, float, str, str]] = {}
+class Outcome(NamedTuple):
+    """One quantized model scored: top-1 (%), seconds to make it, a note (``None``, or which
+    earlier row had the same plan) and the per-image correctness ("0"/"1" per test image)."""
 
-    def vanilla(plan: BitPlan, label: str) -> tuple[float, float, str | None]:
-        key = tuple(plan.bits.items())
-        if key in vanilla_cache:
-            acc, wall, first_label, last_mask[0] = vanilla_cache[key]
-            return acc, wall, f"same plan as {first_label}"
+    top1: float
+    wall_s: float
+    note: str | None
+    correct: str
+
+
+class Experiment:
+    """One model with its evaluation images and calibration images: scores plans quantized with
+    vanilla round-to-nearest (:meth:`vanilla`) or BRECQ (:meth:`brecq`), runs each distinct
+    plan once (:meth:`_memo`; BRECQ runs also on disk with ``cache_dir``), and collects the
+    table's rows (:meth:`add`)."""
+
+    def __init__(self, setup: _Setup, *, device: str, verbose: bool, t_start: float,
+                 cache_dir: Path | None, brecq_settings: dict[str, Any]) -> None:
+        self.setup = setup
+        self.model = setup.model.to(device).eval()
+        self.device = device
+        self.verbose, self.t_start, self.cache_dir = verbose, t_start, cache_dir
+        self.brecq_settings = brecq_settings
+        self.rows: list[dict[str, Any]] = []
+        self.masks: list[str] = []
+        self.reports: dict[str, Any] = {}
+        self.eval_s = 0.0
+        self._seen: dict[tuple, tuple[Outcome, str]] = {}
+        self.n_weights = sum(weight_of(m).numel() for _, m in quantizable_layers(self.model))
+
+    def score(self, model: nn.Module, wall_s: float = 0.0) -> Outcome:
+        """Top-1 (%) and per-image correctness of ``model`` on the evaluation images."""
         t = time.perf_counter()
-        qmodel = plan.apply(model)
-        wall = time.perf_counter() - t
-        acc = top1(qmodel)
-        vanilla_cache[key] = (acc, wall, label, last_mask[0])
-        return acc, wall, None
+        mask = correct_mask(model, self.setup.loader)
+        self.eval_s += time.perf_counter() - t
+        return Outcome(100.0 * mask.double().mean().item(), wall_s, None,
+                       "".join("1" if v else "0" for v in mask.tolist()))
 
-    uniform_v = {}
+    def _memo(self, key: tuple, label: str, run: Callable[[], Outcome]) -> Outcome:
+        """``run()`` the first time ``key`` is seen; afterwards its outcome, noted as the same
+        plan as ``label`` of the first run."""
+        if key in self._seen:
+            out, first = self._seen[key]
+            return out._replace(note=f"same plan as {first}")
+        out = run()
+        self._seen[key] = (out, label)
+        return out
+
+    def vanilla(self, plan: BitPlan, label: str) -> Outcome:
+        """``plan.apply`` (round-to-nearest) on the unfolded model, scored."""
+        def run() -> Outcome:
+            t = time.perf_counter()
+            qmodel = plan.apply(self.model)
+            return self.score(qmodel, time.perf_counter() - t)
+
+        return self._memo(("vanilla", tuple(plan.bits.items())), label, run)
+
+    def brecq(self, plan: BitPlan, act: int | None, label: str) -> Outcome:
+        """BRECQ with ``plan`` at activation bits ``act``, scored (read from ``cache_dir`` when
+        an identical run was kept there)."""
+        def run() -> Outcome:
+            disk, spec = self._disk(plan, act)
+            if disk is not None and disk.exists():
+                hit = json.loads(disk.read_text())
+                self.reports[label] = hit["report"]
+                return Outcome(hit["top1"], hit["wall_s"], None, hit["correct"])
+            t = time.perf_counter()
+            qmodel, report = brecq(self.model, self.setup.calib, plan, act_bits=act,
+                                   **self.brecq_settings)
+            out = self.score(qmodel, time.perf_counter() - t)
+            self.reports[label] = report.to_frame().to_dict("records")
+            if disk is not None:
+                _write_atomic(disk, json.dumps(dict(
+                    spec=spec, label=label, top1=out.top1, wall_s=out.wall_s,
+                    correct=out.correct, report=self.reports[label]), default=str))
+            return out
+
+        return self._memo(("brecq", tuple(plan.bits.items()), act), label, run)
+
+    def _disk(self, plan: BitPlan, act: int | None) -> tuple[Path | None, dict[str, Any]]:
+        spec = dict(model=self.setup.model_tag, dataset=self.setup.dataset_tag,
+                    bits=dict(plan.bits), act=act,
+                    **{k: v for k, v in self.brecq_settings.items() if k != "progress"})
+        if self.cache_dir is None:
+            return None, spec
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return self.cache_dir / f"brecq-{digest}.json", spec
+
+    def add(self, section: str, search: str, quantizer: str, plan: BitPlan | None,
+            out: Outcome, *, act: int | None = None, qem: float | None = None,
+            search_s: float = 0.0, compare_to: str | None = None,
+            matched: str | None = None) -> None:
+        """Append one row (its per-image correctness kept apart, in the same order)."""
+        self.masks.append(out.correct)
+        self.rows.append(dict(
+            section=section, search=search, quantizer=quantizer, qem=qem,
+            weight_bits=32.0 if plan is None else plan.avg_bits, act_bits=act,
+            weight_MB=(4 * self.n_weights if plan is None else plan.size_bytes) / 1e6,
+            top1=out.top1, wall_s=out.wall_s + search_s, compare_to=compare_to,
+            matched=matched, plan="f32" if plan is None else _plan_desc(plan), note=out.note,
+        ))
+        if self.verbose:
+            r = self.rows[-1]
+            print(f"[{time.perf_counter() - self.t_start:6.0f} s] {section:7s} "
+                  f"{method_label(search, quantizer):18s} W{r['weight_bits']:.2f} A{act or 32}: "
+                  f"top-1 {out.top1:.2f} %, {r['wall_s']:.1f} s"
+                  + (f" ({out.note})" if out.note else ""), file=sys.stderr, flush=True)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - t
+
+
+def _nearest_uniform(avg: float, uniforms: dict[int, float]) -> tuple[int, float]:
+    b = min(uniforms, key=lambda k: (abs(uniforms[k] - avg), k))
+    return b, uniforms[b]
+
+
+def _vanilla_section(exp: Experiment, table: QETable, vanilla_bits: tuple[int, ...],
+                     qem_grid: tuple[float, ...]) -> None:
+    """Section ``vanilla``: the MixQuant rule decides every layer, first and last included; one
+    row per uniform bit-width and per distinct MixQuant plan, each with its budget plan."""
+    uniform = {}
     for b in vanilla_bits:
         plan = _uniform(table, b, {})
-        uniform_v[b] = plan.avg_bits
-        acc, wall, note = vanilla(plan, f"vanilla W{b}")
-        add("vanilla", "vanilla", plan, acc, wall, note=note)
-
-    def nearest_uniform(avg: float, uniforms: dict[int, float]) -> tuple[int, float]:
-        b = min(uniforms, key=lambda k: (abs(uniforms[k] - avg), k))
-        return b, uniforms[b]
-
-    seen_plans = set()
+        uniform[b] = plan.avg_bits
+        exp.add("vanilla", "uniform", "vanilla", plan, exp.vanilla(plan, f"vanilla W{b}"))
+    seen = set()
     for qem in qem_grid:
-        t = time.perf_counter()
-        plan = mixquant(table, qem)
-        search_s = time.perf_counter() - t
-        if tuple(plan.bits.items()) in seen_plans:
+        plan, search_s = _timed(partial(mixquant, table, qem))
+        if tuple(plan.bits.items()) in seen:
             continue  # the grid's next QEM gave the same plan: one row per distinct plan
-        seen_plans.add(tuple(plan.bits.items()))
-        b, ref = nearest_uniform(plan.avg_bits, uniform_v)
-        acc, wall, note = vanilla(plan, f"MixQuant QEM={qem:g}")
-        add("vanilla", "MixQuant + vanilla", plan, acc, wall + search_s, qem=qem,
-            compare_to=f"vanilla W{b}", matched=_matched(plan.avg_bits, ref), note=note)
-        t = time.perf_counter()
-        bplan = plan_for_budget(table, avg_bits=plan.avg_bits)
-        search_s = time.perf_counter() - t
-        acc, wall, note = vanilla(bplan, f"budget {plan.avg_bits:.2f} bits")
-        add("vanilla", "budget + vanilla", bplan, acc, wall + search_s,
-            compare_to=f"vanilla W{b}", matched=_matched(bplan.avg_bits, ref), note=note)
+        seen.add(tuple(plan.bits.items()))
+        b, ref = _nearest_uniform(plan.avg_bits, uniform)
+        exp.add("vanilla", "MixQuant", "vanilla", plan,
+                exp.vanilla(plan, f"MixQuant QEM={qem:g}"), qem=qem, search_s=search_s,
+                compare_to=f"vanilla W{b}", matched=_matched(plan.avg_bits, ref))
+        bplan, search_s = _timed(partial(plan_for_budget, table, avg_bits=plan.avg_bits))
+        exp.add("vanilla", "budget", "vanilla", bplan,
+                exp.vanilla(bplan, f"budget {plan.avg_bits:.2f} bits"), search_s=search_s,
+                compare_to=f"vanilla W{b}", matched=_matched(bplan.avg_bits, ref))
 
-    # --- brecq section: first and last layer at 8 bits for every method.
-    mixed_act_bits = settings.get("mixed_act_bits")
-    brecq_batch = min(32, settings["n_calib"])  # the recipe's 32; tiny test sets use all
-    brecq_kw = dict(iters=settings["iters"], n_calib=settings["n_calib"], seed=seed,
-                    batch_size=brecq_batch,
-                    per_channel=per_channel, progress=progress)
-    brecq_cache: dict[tuple, tuple[float, float, str, str]] = {}
-    brecq_reports: dict[str, Any] = {}
 
-    def run_brecq(plan: BitPlan, act: int | None, label: str) -> tuple[float, float, str | None]:
-        key = (tuple(plan.bits.items()), act)
-        if key in brecq_cache:
-            acc, wall, first_label, last_mask[0] = brecq_cache[key]
-            return acc, wall, f"same plan as {first_label}"
-        disk = None
-        if cache_dir is not None:
-            spec = dict(model=setup.model_tag, dataset=setup.dataset_tag, bits=plan.bits,
-                        act=act, **{k: v for k, v in brecq_kw.items() if k != "progress"})
-            digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-            disk = cache_dir / f"brecq-{digest}.json"
-            if disk.exists():
-                hit = json.loads(disk.read_text())
-                last_mask[0] = hit["correct"]
-                brecq_cache[key] = (hit["top1"], hit["wall_s"], label, hit["correct"])
-                brecq_reports[label] = hit["report"]
-                return hit["top1"], hit["wall_s"], None
-        t = time.perf_counter()
-        qmodel, report = brecq(model, setup.calib, plan, act_bits=act, **brecq_kw)
-        wall = time.perf_counter() - t
-        acc = top1(qmodel)
-        brecq_cache[key] = (acc, wall, label, last_mask[0])
-        brecq_reports[label] = report.to_frame().to_dict("records")
-        if disk is not None:
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_suffix(".tmp")
-            tmp.write_text(json.dumps(dict(spec=spec, label=label, top1=acc, wall_s=wall,
-                                           correct=last_mask[0], report=brecq_reports[label]),
-                                      default=str))
-            os.replace(tmp, disk)
-        return acc, wall, None
-
+def _brecq_point(exp: Experiment, x: float, table: QETable, table_f: QETable,
+                 act_bits: tuple[int | None, ...],
+                 mixed_act_bits: tuple[int | None, ...] | None) -> None:
+    """Section ``brecq`` rows at the average bit-width of 'first/last 8, every other layer at
+    x bits': a uniform plan for integer x, MixQuant and budget plans always, each quantized
+    with vanilla RTN (plans from ``table``) and with BRECQ (plans from the folded ``table_f``)."""
+    first, last = first_last_layers(table.layers)
+    fl8 = {first: 8, last: 8}
+    n_weights = table.total_numel
     mid = sum(n for k, n in table.numel.items() if k not in fl8)
+    target = (x * mid + 8 * (n_weights - mid)) / n_weights
+    uniform = float(x).is_integer()
+    ref_v = f"vanilla W{x:g} (first/last 8)" if uniform else f"W{x:g} target ({target:.3f})"
+    if uniform:
+        uplan_v = _uniform(table, int(x), fl8)
+        exp.add("brecq", "uniform", "vanilla", uplan_v, exp.vanilla(uplan_v, ref_v))
+    (mplan, qem), search_s = _timed(lambda: _mixquant_at(table, target, fl8))
+    exp.add("brecq", "MixQuant", "vanilla", mplan,
+            exp.vanilla(mplan, f"MixQuant QEM={qem:g} (first/last 8)"), qem=qem,
+            search_s=search_s, compare_to=ref_v, matched=_matched(mplan.avg_bits, target))
+    bplan, search_s = _timed(lambda: plan_for_budget(table, avg_bits=target, fixed=fl8))
+    exp.add("brecq", "budget", "vanilla", bplan,
+            exp.vanilla(bplan, f"budget {target:.3f} bits (first/last 8)"), search_s=search_s,
+            compare_to=ref_v, matched=_matched(bplan.avg_bits, target))
 
-    def brecq_point(x: float) -> None:
-        """Rows at the average bit-width of 'first/last 8, every other layer at x bits'; a
-        uniform plan exists for integer x, a mixed target (e.g. 2.5) has MixQuant and budget."""
-        target = (x * mid + 8 * (n_weights - mid)) / n_weights
-        uniform = float(x).is_integer()
-        ref_v = f"vanilla W{x:g} (first/last 8)" if uniform else f"W{x:g} target ({target:.3f})"
-        if uniform:
-            uplan_v = _uniform(table, int(x), fl8)
-            acc, wall, note = vanilla(uplan_v, ref_v)
-            add("brecq", "vanilla", uplan_v, acc, wall, note=note)
-        t = time.perf_counter()
-        mplan, qem = _mixquant_at(table, target, fl8)
-        search_s = time.perf_counter() - t
-        acc, wall, note = vanilla(mplan, f"MixQuant QEM={qem:g} (first/last 8)")
-        add("brecq", "MixQuant + vanilla", mplan, acc, wall + search_s, qem=qem,
-            compare_to=ref_v, matched=_matched(mplan.avg_bits, target), note=note)
-        t = time.perf_counter()
-        bplan = plan_for_budget(table, avg_bits=target, fixed=fl8)
-        search_s = time.perf_counter() - t
-        acc, wall, note = vanilla(bplan, f"budget {target:.3f} bits (first/last 8)")
-        add("brecq", "budget + vanilla", bplan, acc, wall + search_s, compare_to=ref_v,
-            matched=_matched(bplan.avg_bits, target), note=note)
+    uplan = _uniform(table_f, int(x), fl8) if uniform else None
+    (mplan_f, qem_f), msearch_s = _timed(lambda: _mixquant_at(table_f, target, fl8))
+    bplan_f, bsearch_s = _timed(lambda: plan_for_budget(table_f, avg_bits=target, fixed=fl8))
+    for act in act_bits:
+        a = f"A{act}" if act else "A32"
+        ref = f"BRECQ W{x:g} {a}" if uniform else f"W{x:g} target ({target:.3f}) {a}"
+        if uplan is not None:
+            exp.add("brecq", "uniform", "BRECQ", uplan, exp.brecq(uplan, act, ref), act=act)
+        if mixed_act_bits is not None and act not in mixed_act_bits:
+            continue
+        exp.add("brecq", "MixQuant", "BRECQ", mplan_f,
+                exp.brecq(mplan_f, act, f"MixQuant+BRECQ QEM={qem_f:g} {a}"), act=act,
+                qem=qem_f, search_s=msearch_s, compare_to=ref,
+                matched=_matched(mplan_f.avg_bits, target))
+        exp.add("brecq", "budget", "BRECQ", bplan_f,
+                exp.brecq(bplan_f, act, f"budget+BRECQ {target:.3f} bits {a}"), act=act,
+                search_s=bsearch_s, compare_to=ref, matched=_matched(bplan_f.avg_bits, target))
 
-        # Plans for BRECQ come from the folded model's QE table (the weights it quantizes).
-        uplan = _uniform(table_f, int(x), fl8) if uniform else None
-        t = time.perf_counter()
-        mplan_f, qem_f = _mixquant_at(table_f, target, fl8)
-        msearch_s = time.perf_counter() - t
-        t = time.perf_counter()
-        bplan_f = plan_for_budget(table_f, avg_bits=target, fixed=fl8)
-        bsearch_s = time.perf_counter() - t
-        for act in act_bits:
-            a = f"A{act}" if act else "A32"
-            ref = f"BRECQ W{x:g} {a}" if uniform else f"W{x:g} target ({target:.3f}) {a}"
-            if uplan is not None:
-                acc, wall, note = run_brecq(uplan, act, ref)
-                add("brecq", "BRECQ", uplan, acc, wall, act=act, note=note)
-            if mixed_act_bits is not None and act not in mixed_act_bits:
-                continue
-            acc, wall, note = run_brecq(mplan_f, act, f"MixQuant+BRECQ QEM={qem_f:g} {a}")
-            add("brecq", "MixQuant + BRECQ", mplan_f, acc, wall + msearch_s, act=act, qem=qem_f,
-                compare_to=ref, matched=_matched(mplan_f.avg_bits, target), note=note)
-            acc, wall, note = run_brecq(bplan_f, act, f"budget+BRECQ {target:.3f} bits {a}")
-            add("brecq", "budget + BRECQ", bplan_f, acc, wall + bsearch_s, act=act,
-                compare_to=ref, matched=_matched(bplan_f.avg_bits, target), note=note)
 
-    for x in sorted({*map(float, brecq_bits), *map(float, brecq_between)}, reverse=True):
-        brecq_point(x)
-
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df["act_bits"] = df["act_bits"].astype("Int64")
-    total = time.perf_counter() - t_start
+def _provenance(exp: Experiment, settings: dict[str, Any], *, quick: bool, seed: int,
+                per_channel: bool, act_bits: tuple[int | None, ...], command: str,
+                qe_s: float, grids: dict[str, Any]) -> dict[str, Any]:
+    setup, device = exp.setup, exp.device
     if device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(torch.device(device))
     else:
         device_name = platform.processor() or platform.machine()
-    prov = dict(
+    return dict(
         model=setup.model_tag, dataset=setup.dataset_tag, command=command, quick=quick,
         brecq_settings=dict(**{k: v for k, v in settings.items() if k != "mixed_act_bits"},
-                            batch_size=brecq_batch, first_last_bits=8, seed=seed,
-                            per_channel=per_channel, weight_range="mse", act_bits=list(act_bits),
+                            batch_size=exp.brecq_settings["batch_size"], first_last_bits=8,
+                            seed=seed, per_channel=per_channel, weight_range="mse",
+                            act_bits=list(act_bits),
                             mixed_act_bits=settings.get("mixed_act_bits")),
         eval=setup.eval_desc, calibration=setup.calib_desc, git_commit=_git_commit(),
         torch=torch.__version__, device=device, device_name=device_name,
-        threads=torch.get_num_threads(), total_wall_s=total, qe_table_s=qe_s, eval_s=eval_s,
-        date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), qem_grid=list(qem_grid),
-        vanilla_bits=list(vanilla_bits), brecq_bits=list(brecq_bits),
-        brecq_between=list(brecq_between),
+        threads=torch.get_num_threads(), total_wall_s=time.perf_counter() - exp.t_start,
+        qe_table_s=qe_s, eval_s=exp.eval_s, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        **grids,
     )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write(exp: Experiment, prov: dict[str, Any], out_dir: Path) -> pd.DataFrame:
+    """Write ``<dataset>-<model>.csv``, ``.md`` and ``.json``; return the table (with the
+    derived ``method`` label as an extra column)."""
+    df = pd.DataFrame(exp.rows, columns=COLUMNS)
+    df["act_bits"] = df["act_bits"].astype("Int64")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{setup.dataset_tag}-{setup.model_tag}"
+    stem = out_dir / f"{exp.setup.dataset_tag}-{exp.setup.model_tag}"
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
-    stem.with_suffix(".md").write_text(_markdown(df, prov))
-    stem.with_suffix(".json").write_text(
-        json.dumps({"provenance": prov, "brecq_reports": brecq_reports,
-                    "per_image_correct": masks}, indent=2, default=str)
-        + "\n"
-    )
+    _write_atomic(stem.with_suffix(".md"), _markdown(df, prov))
+    _write_atomic(stem.with_suffix(".json"), json.dumps(
+        {"provenance": prov, "brecq_reports": exp.reports, "per_image_correct": exp.masks},
+        indent=2, default=str) + "\n")
+    df["method"] = [method_label(s, q) for s, q in zip(df["search"], df["quantizer"],
+                                                       strict=True)]
     df.attrs["provenance"] = prov
-    df.attrs["paths"] = [str(stem.with_suffix(s)) for s in (".csv", ".md", ".json")]
+    df.attrs["paths"] = [str(stem.with_suffix(sfx)) for sfx in (".csv", ".md", ".json")]
     return df
 
 
@@ -618,7 +652,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--per-channel", action="store_true",
                         help="per-output-channel grids (the published BRECQ numbers use them)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads of this process (the CLI sets it; the library "
+                             "never does)")
     parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size")
     parser.add_argument("--workers", type=int, default=2, help="ImageNet loader workers")
     parser.add_argument("--image-size", type=int, default=224, help="ImageNet crop size")
@@ -634,11 +670,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``reproduce`` from parsed CLI arguments; print the markdown table and the paths."""
+    """Run ``reproduce`` from parsed CLI arguments; print the markdown table and the paths.
+
+    ``--threads`` sets torch's thread count for this process: the command line owns it."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
     df = reproduce(
         args.model, args.dataset, quick=args.quick, out_dir=args.out_dir, iters=args.iters,
         n_calib=args.n_calib, act_bits=args.act_bits, seed=args.seed,
-        per_channel=args.per_channel, device=args.device, threads=args.threads,
+        per_channel=args.per_channel, device=args.device,
         batch_size=args.batch_size, workers=args.workers, image_size=args.image_size,
         progress=not args.no_progress, verbose=not args.quiet,
         brecq_bits=tuple(args.brecq_bits), brecq_between=tuple(args.brecq_between),

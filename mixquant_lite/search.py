@@ -1,6 +1,6 @@
 """The MixQuant search, QEM sweeps, and exact budget-constrained plans.
 
-Spec (``shared/docs/mixquant-spec.md``, "The MixQuant rule"): for each layer ``l``, threshold
+Definitions: ``docs/method.md`` ("The MixQuant rule"): for each layer ``l``, threshold
 ``t_l = QEM * QE(W_l, baseline)``; the chosen bit-width is the smallest candidate ``b`` with
 ``QE(W_l, b) <= t_l``; if none qualifies, the largest candidate. ``QEM <= 0``, NaN or inf is an
 error. The search is linear in layers x candidates; a sweep reuses one QE table.
@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .plan import BitPlan
-from .qe_table import QETable
 from .quant import check_bits
+from .table import QETable
 
 __all__ = ["mixquant", "sweep", "plan_for_budget", "qem_for_budget"]
 
@@ -98,10 +98,10 @@ def mixquant(
     baseline_bits: int = 8,
     fixed: Mapping[str, int] | None = None,
 ) -> BitPlan:
-    """The MixQuant plan for ``qem`` (spec: "The MixQuant rule").
+    """The MixQuant plan for ``qem`` (``docs/method.md``, "The MixQuant rule").
 
     Args:
-        table: the QE table (:func:`mixquant_lite.qe_table.qe_table`).
+        table: the QE table (:func:`mixquant_lite.table.qe_table`).
         qem: the QE multiplier, a finite number > 0. Larger -> fewer bits.
         baseline_bits: the baseline bit-width; must be one of ``table.bits``.
         fixed: ``{layer: bits}`` kept as given (e.g. first and last layer at 8); layers must be
@@ -225,7 +225,8 @@ def plan_for_budget(
     cols = _solve_mckp(cost, numel[:, None] * bits[None, :], allowed, limit)
     meta = {"method": "plan_for_budget", name: value}
     plan = _plan(table, cols, fixed, meta)
-    assert plan.total_bits <= limit
+    if plan.total_bits > limit:  # the solver's answer is checked in exact integer arithmetic
+        raise RuntimeError(f"MILP plan over the budget ({plan.total_bits} > {limit} bits)")
     return plan
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck
 
 from mixquant_lite.models import resnet20
-from mixquant_lite.quant import quantize
+from mixquant_lite.quant import choose_qparams, fake_quantize, fake_quantize_affine
 from mixquant_lite.recon import (
     ActQuantizer,
     AdaRoundQuantizer,
@@ -25,7 +25,6 @@ from mixquant_lite.recon import (
     find_units,
     fold_bn,
     quantizable_layer_names,
-    weight_qparams,
 )
 
 FAST = dict(iters=5, n_calib=32, batch_size=8, progress=False)
@@ -123,7 +122,9 @@ def test_adaround_init_and_grid(per_channel, range_method):
     w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))
     q = AdaRoundQuantizer(w, 3, per_channel=per_channel, range_method=range_method)
     # Soft start: h(V) equals the fractional part, so the soft weight is w (inside the range).
-    lo, hi = (0 - q.zero_point) * q.scale, (q.qmax - q.zero_point) * q.scale
+    z = q.zero_point.float().reshape(-1, 1, 1, 1) if per_channel else q.zero_point.float()
+    s = q.scale.reshape(-1, 1, 1, 1) if per_channel else q.scale
+    lo, hi = (0 - z) * s, (q.qmax - z) * s
     inside = (w >= lo) & (w <= hi)
     torch.testing.assert_close(q()[inside], w[inside], rtol=0, atol=1e-5)
     q.harden()
@@ -132,24 +133,55 @@ def test_adaround_init_and_grid(per_channel, range_method):
     assert all(g.unique().numel() <= 2**3 for g in groups)
     codes = q.integer()
     assert codes.min() >= 0 and codes.max() <= 7
-    torch.testing.assert_close(hard, (codes - q.zero_point) * q.scale)
+    z = q.zero_point.float().reshape(-1, 1, 1, 1) if per_channel else q.zero_point.float()
+    s = q.scale.reshape(-1, 1, 1, 1) if per_channel else q.scale
+    torch.testing.assert_close(hard, (codes - z) * s)
 
 
 def test_adaround_minmax_grid_is_the_qe_grid():
     w = torch.randn(16, 8, generator=torch.Generator().manual_seed(2))
     q = AdaRoundQuantizer(w, 4, range_method="minmax")
-    torch.testing.assert_close(q.nearest(), quantize(w, 4), rtol=0, atol=1e-6)
+    assert torch.equal(q.nearest(), fake_quantize(w, 4))
 
 
-def test_weight_qparams_mse_not_worse_than_minmax():
-    w = torch.randn(1000, generator=torch.Generator().manual_seed(3)) ** 3  # heavy tails
-    for bits in (2, 3, 4):
-        errs = []
-        for method in ("minmax", "mse"):
-            s, z = weight_qparams(w, bits, range_method=method)
-            wq = (torch.clamp(torch.round(w / s) + z, 0, 2**bits - 1) - z) * s
-            errs.append((w - wq).abs().pow(2.4).sum().item())
-        assert errs[1] <= errs[0] * (1 + 1e-6)
+@pytest.mark.parametrize("range_method", ["minmax", "mse"])
+def test_adaround_nearest_is_the_fused_quantizer_on_real_weights(range_method):
+    """One quantizer: AdaRound's round-to-nearest is fake_quantize_affine bit for bit (they used
+    to disagree where W / s and W * (1/s) round differently, and at exact half steps)."""
+    from mixquant_lite.models import load_pretrained
+
+    model = load_pretrained("resnet20-mnist5k")
+    for name in quantizable_layer_names(model):
+        w = model.get_submodule(name).weight.detach()
+        for bits, pc in ((2, False), (3, True), (8, False)):
+            q = AdaRoundQuantizer(w, bits, per_channel=pc, range_method=range_method)
+            s, z = choose_qparams(w, bits, "per_channel" if pc else "per_tensor", range_method)
+            assert torch.equal(q.nearest(), fake_quantize_affine(w, s, z, bits)), name
+            q.set_nearest()
+            q.harden()
+            assert torch.equal(q(), q.nearest()), name
+
+
+def test_weight_qparams_is_a_deprecated_alias():
+    from mixquant_lite.recon import weight_qparams
+
+    w = torch.randn(1000, generator=torch.Generator().manual_seed(3)) ** 3
+    with pytest.warns(DeprecationWarning, match="choose_qparams"):
+        s, z = weight_qparams(w, 3, range_method="mse")
+    s2, z2 = choose_qparams(w, 3, "per_tensor", "mse")
+    assert torch.equal(s, s2) and torch.equal(z, z2.float())
+
+
+def test_act_quantizer_learned_step_equals_the_fused_kernel():
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(4)).relu()
+    a = ActQuantizer(4)
+    out = a(x)  # initialises, with the differentiable path (delta requires grad)
+    out.sum().backward()
+    assert a.delta.grad is not None and torch.isfinite(a.delta.grad)
+    s, z = choose_qparams(x, 4, "per_tensor", "mse")
+    assert torch.equal(out.detach(), fake_quantize_affine(x, s, z, 4))
+    with torch.no_grad():
+        assert torch.equal(a(x), out.detach())
 
 
 def test_linear_temp_decay():
@@ -174,8 +206,8 @@ def test_beta_schedule_matches_official_counter(monkeypatch):
     monkeypatch.setattr(br.AdaRoundQuantizer, "rounding_reg", spy)
     net = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
     x = torch.randn(16, 1, 6, 6, generator=torch.Generator().manual_seed(0))
-    brecq(net, x, 2, iters=500, n_calib=16, batch_size=8, first_last_bits=None, fold_bn=False,
-          keep_better=False, progress=False)
+    brecq(net, x, 2, iters=500, n_calib=16, batch_size=8, first_last_bits=None,
+          fold_batchnorm=False, keep_better=False, progress=False)
     assert len(seen) == 500 - 99  # steps 99..499 (t = 100..500) carry the regulariser
     assert seen[-1] == pytest.approx(2.0, abs=1e-12)
     assert seen[0] == pytest.approx(20.0)
@@ -185,12 +217,12 @@ def test_stem_is_not_reconstructed_by_default():
     """As the official code: with first_last_bits the stem is rounded to nearest, never learned."""
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
     x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    _, rep = brecq(net, x, 3, iters=20, n_calib=32, batch_size=8, fold_bn=False,
+    _, rep = brecq(net, x, 3, iters=20, n_calib=32, batch_size=8, fold_batchnorm=False,
                    keep_better=False, progress=False)
     assert rep.units[0].name == "0" and rep.units[0].iters == 0
     assert rep.units[0].rounding == "nearest"
     assert rep.units[1].iters == 20 and rep.units[1].rounding == "learned"
-    _, rep = brecq(net, x, 3, iters=20, n_calib=32, batch_size=8, fold_bn=False,
+    _, rep = brecq(net, x, 3, iters=20, n_calib=32, batch_size=8, fold_batchnorm=False,
                    keep_better=False, progress=False, reconstruct_first=True)
     assert rep.units[0].iters == 20 and rep.units[0].rounding == "learned"
 
@@ -208,12 +240,14 @@ def test_adaround_beats_round_to_nearest_layer_output():
     x = calibration_batch(256, seed=0)
     for bits in (2, 3):
         q, rep = brecq(net, x, bits, iters=300, n_calib=256, first_last_bits=None,
-                       weight_range="minmax", fold_bn=False, keep_better=False, progress=False)
+                       weight_range="minmax", fold_batchnorm=False, keep_better=False,
+                       progress=False)
         conv_q, conv = q[0], net[0]
         with torch.no_grad():
             ref = conv(x)
             ada = ((conv_q(x) - ref) ** 2).mean().item()
-            rtn = ((nn.functional.conv2d(x, quantize(conv.weight, bits), conv.bias) - ref) ** 2)
+            w_rtn = fake_quantize(conv.weight, bits)
+            rtn = ((nn.functional.conv2d(x, w_rtn, conv.bias) - ref) ** 2)
             rtn = rtn.mean().item()
         assert ada < 0.95 * rtn, (bits, ada, rtn)
         # The report tells the same story (same inputs, same grid).
@@ -229,11 +263,11 @@ def test_keep_better_falls_back_to_nearest():
     net = nn.Sequential(nn.Flatten(), nn.Linear(2000, 10)).eval()
     x = torch.relu(torch.randn(64, 2000, generator=torch.Generator().manual_seed(4)))
     q, rep = brecq(net, x, 2, iters=30, n_calib=64, first_last_bits=None, weight_range="minmax",
-                   fold_bn=False, progress=False)
+                   fold_batchnorm=False, progress=False)
     unit = rep.units[0]
     assert unit.loss_after <= unit.loss_before
     if unit.rounding == "nearest (fallback)":
-        torch.testing.assert_close(q[1].weight, quantize(net[1].weight, 2), rtol=0, atol=1e-6)
+        torch.testing.assert_close(q[1].weight, fake_quantize(net[1].weight, 2), rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- activations
@@ -266,6 +300,7 @@ def test_units_of_resnet20(r20):
 def test_brecq_mixed_plan_weights_on_grid(r20, calib):
     names = quantizable_layer_names(r20)
     plan = {n: 2 + i % 5 for i, n in enumerate(names)}  # 2..6 bits, mixed
+    plan["conv1"] = plan["fc"] = 8  # the recipe's first/last bits, explicit in the plan
     for per_channel in (False, True):
         q, rep = brecq(r20, calib, plan, per_channel=per_channel, **FAST)
         assert isinstance(rep, BrecqReport)
@@ -297,9 +332,34 @@ def test_brecq_plan_objects_and_first_last(r20, calib):
     assert max(row.unique().numel() for row in w) <= 16 < w.unique().numel()
     assert rep.avg_bits == pytest.approx(4.0)
     assert rep.size_bytes == pytest.approx(sum(w.numel() for w in _weights(r20).values()) / 2)
-    with pytest.warns(UserWarning, match="first/last"):
-        _, rep = brecq(r20, calib, Plan.bits, **FAST)
-    assert rep.bits["conv1"] == 8 and rep.bits["layer1.0.conv1"] == 4
+    # A plan is never rewritten at its first/last layers: an explicit error says how to fix it.
+    with pytest.raises(ValueError, match=r"fixed=\{'conv1': 8, 'fc': 8\}"):
+        brecq(r20, calib, Plan.bits, **FAST)
+    _, rep = brecq(r20, calib, 4, **FAST)  # an int: first/last at first_last_bits
+    assert rep.bits["conv1"] == 8 and rep.bits["fc"] == 8 and rep.bits["layer1.0.conv1"] == 4
+
+
+def test_brecq_config_is_frozen_validated_and_recorded(r20, calib):
+    import dataclasses
+
+    from mixquant_lite.recon import BrecqConfig
+
+    cfg = BrecqConfig(**FAST)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.iters = 3  # type: ignore[misc]
+    for bad in (dict(iters=-1), dict(n_calib=0), dict(batch_size=64, n_calib=32),
+                dict(act_bits=0), dict(first_last_bits=17), dict(weight_range="p99"),
+                dict(warmup=1.0), dict(lr=0.0), dict(beta=(20.0,)), dict(reg_weight=-1.0),
+                dict(keep_better="yes")):
+        with pytest.raises(ValueError):
+            BrecqConfig(**bad)
+    _, rep = brecq(r20, calib, 3, cfg, act_bits=4)
+    assert rep.config == dataclasses.replace(cfg, act_bits=4, per_channel=False)
+    assert rep.settings["act_bits"] == 4 and rep.settings["iters"] == FAST["iters"]
+    with pytest.raises(TypeError, match="unknown settings"):
+        brecq(r20, calib, 3, cfg, itters=3)
+    with pytest.warns(DeprecationWarning, match="fold_batchnorm"):
+        brecq(r20, calib, 3, cfg, fold_bn=True)
 
 
 def test_brecq_leaves_callers_model_unchanged(r20, calib):
@@ -360,6 +420,77 @@ def test_brecq_layerwise_fallback_without_blocks():
     q, rep = brecq(net, x, 2, **FAST)
     assert [u.kind for u in rep.units] == ["layer"] * 3
     assert rep.bits == {"0": 8, "2": 2, "5": 8}
+
+
+def _tiny_mobilenet_v2():
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.MobileNetV2(
+        num_classes=10, inverted_residual_setting=[[1, 16, 1, 1], [6, 24, 2, 2]])
+    return _randomize_bn(net)
+
+
+def test_units_of_mobilenet_v2():
+    from mixquant_lite.layers import block_spec, first_last_layers
+
+    net = _tiny_mobilenet_v2()
+    units = find_units(net)
+    assert [(u.name, u.kind) for u in units] == [
+        ("features.0.0", "layer"), ("features.1", "block"), ("features.2", "block"),
+        ("features.3", "block"), ("features.4.0", "layer"), ("classifier.1", "layer")]
+    assert first_last_layers(net) == ("features.0.0", "classifier.1")
+    # expansion 1: depthwise then projection; expansion 6: expand, depthwise, projection
+    assert block_spec(net.features[1]).mid_inputs(net.features[1]) == ("conv.1",)
+    assert block_spec(net.features[2]).mid_inputs(net.features[2]) == ("conv.1.0", "conv.2")
+
+
+def test_brecq_mobilenet_v2_inverted_residual_blocks():
+    """torchvision's InvertedResidual is reconstructed as one unit, like a BasicBlock, with its
+    intermediate (post-ReLU6) activations quantized."""
+    net = _tiny_mobilenet_v2()
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    q, rep = brecq(net, x, 3, act_bits=6, **FAST)
+    assert [u.kind for u in rep.units] == ["layer", "block", "block", "block", "layer", "layer"]
+    assert rep.units[0].iters == 0 and rep.units[1].iters == FAST["iters"]
+    assert rep.units[2].layers == ("features.2.conv.0.0", "features.2.conv.1.0",
+                                   "features.2.conv.2")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in q.modules())  # folded
+    assert hasattr(q.features[2], "input_quantizer")
+    assert hasattr(q.features[2].conv[1][0], "input_quantizer")
+    assert hasattr(q.features[2].conv[2], "input_quantizer")
+    assert rep.units[1].act_bits == 8 and rep.units[2].act_bits == 6  # after the first layer
+    for n, w in _weights(q).items():
+        assert w.unique().numel() <= 2 ** rep.bits[n], n
+    with torch.no_grad():
+        out = q(x)
+    assert out.shape == (32, 10) and torch.isfinite(out).all()
+
+
+def test_register_block_makes_a_custom_module_one_unit():
+    from mixquant_lite import layers
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))) + x
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), Pair(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    assert [u.kind for u in find_units(net)] == ["layer", "layer", "layer", "layer"]
+    try:
+        layers.register_block(Pair, ("b",))
+        assert [u.kind for u in find_units(net)] == ["layer", "block", "layer"]
+        x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+        q, rep = brecq(net, x, 4, act_bits=8, iters=3, n_calib=16, batch_size=8,
+                       fold_batchnorm=False, progress=False)
+        assert rep.units[1].kind == "block" and hasattr(q[1].b, "input_quantizer")
+    finally:
+        del layers._BLOCKS[Pair]
+    with pytest.raises(TypeError, match="block_type"):
+        layers.register_block(object)
 
 
 def test_brecq_deterministic_on_cpu(r20, calib):
@@ -425,19 +556,15 @@ def test_brecq_refuses_wrong_folding():
     x = torch.randn(32, 4, 6, 6)
     with pytest.raises(ValueError, match="folding changed"):
         brecq(net, x, 4, **FAST)
-    q, _ = brecq(net, x, 4, fold_bn=False, **FAST)
+    q, _ = brecq(net, x, 4, fold_batchnorm=False, **FAST)
     assert isinstance(q.bn1, nn.BatchNorm2d)
 
 
-def test_layer_names_match_qe_table(r20):
-    qe_table = pytest.importorskip("mixquant_lite.qe_table")
-    assert [n for n, _ in qe_table.quantizable_layers(r20)] == quantizable_layer_names(r20)
-
-
 def test_brecq_with_a_real_bitplan(r20, calib):
-    qe_table = pytest.importorskip("mixquant_lite.qe_table")
-    search = pytest.importorskip("mixquant_lite.search")
-    table = qe_table.qe_table(fold_bn(r20))  # QE of the folded weights BRECQ quantizes
+    from mixquant_lite import search
+    from mixquant_lite.table import qe_table
+
+    table = qe_table(fold_bn(r20))  # QE of the folded weights BRECQ quantizes
     plan = search.mixquant(table, 50.0)
     _, rep = brecq(r20, calib, plan, first_last_bits=None, **FAST)
     assert rep.bits == dict(plan.bits)
@@ -464,7 +591,7 @@ def test_brecq_beats_vanilla_at_3_and_2_bits():
         with torch.no_grad():
             for n, m in vanilla.named_modules():
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    m.weight.copy_(quantize(m.weight, 8 if n in ("conv1", "fc") else bits))
+                    m.weight.copy_(fake_quantize(m.weight, 8 if n in ("conv1", "fc") else bits))
         acc_vanilla = evaluate(vanilla, loader)
         qmodel, _ = brecq(model, x, bits, iters=200, n_calib=256, progress=False)
         acc_brecq = evaluate(qmodel, loader)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -83,22 +85,60 @@ def test_colab_badge_matches_readme(nb):
     assert "colab-badge.svg" in md
 
 
-def test_colab_only_install_cell(nb):
-    _, book = nb
-    url = repo_url()
+def setup_cell(book: dict) -> str:
     code = [src(c) for c in book["cells"] if c["cell_type"] == "code"]
     install = [c for c in code[:3] if "google.colab" in c]
-    assert install, "one of the first code cells must be the Colab-only install cell"
-    cell = install[0]
+    assert install, "one of the first code cells must be the Colab-only set-up cell"
+    return install[0]
+
+
+def test_colab_only_install_cell(nb):
+    _, book = nb
+    cell = setup_cell(book)
     assert 'IN_COLAB = "google.colab" in sys.modules' in cell
-    assert "if IN_COLAB:" in cell
     lines = cell.splitlines()
-    guarded = lines[lines.index("if IN_COLAB:") + 1:]
-    assert any(ln.startswith("    !git clone") and url in ln for ln in guarded)
-    assert any(ln.startswith("    %pip install") for ln in guarded)
-    # nothing is installed outside the guard
-    head = lines[: lines.index("if IN_COLAB:")]
-    assert not any("pip install" in ln or "git clone" in ln for ln in head)
+    guard = [i for i, ln in enumerate(lines) if ln.startswith("if IN_COLAB:")]
+    assert len(guard) == 1
+    head, guarded = lines[: guard[0]], lines[guard[0] + 1:]
+    # nothing is installed outside the guard; everything after it is indented under it
+    assert not any("pip" in ln or "git" in ln for ln in head)
+    assert all(not ln.strip() or ln.startswith("    ") for ln in guarded)
+    body = "\n".join(guarded)
+    assert f'REPO_URL = "{repo_url()}"' in body  # README is the one place the URL is defined
+    for needed in ('"git", "clone"', '"fetch"', '"checkout"', 'notebooks" / "EXECUTED_WITH"',
+                   '"pip", "install"', "sys.path.insert(0,", "raise RuntimeError"):
+        assert needed in body, f"set-up cell lacks {needed}"
+    # failures are raised, never swallowed by shell escapes
+    assert not any(ln.lstrip().startswith(("!", "%pip")) for ln in guarded)
+
+
+def test_setup_cell_is_the_same_everywhere():
+    cells = {stem: setup_cell(load(stem)) for stem in EXPECTED}
+    assert len(set(cells.values())) == 1, "the Colab set-up cells differ between notebooks"
+
+
+def test_executed_with_names_a_commit():
+    text = (NB_DIR / "EXECUTED_WITH").read_text()
+    ref = text.split()[0]
+    assert re.fullmatch(r"[0-9a-f]{40}", ref), "notebooks/EXECUTED_WITH must start with a commit"
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        known = subprocess.run(["git", "cat-file", "-e", f"{ref}^{{commit}}"], cwd=ROOT,
+                               capture_output=True)
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip() == "true"
+        assert known.returncode == 0 or shallow, f"commit {ref} is not in this repository"
+
+
+def test_no_widget_view_saved(nb):
+    """A reader sees a static snapshot, never `interactive(children=...` or a dead widget view."""
+    stem, book = nb
+    assert "widgets" not in book.get("metadata", {}), f"{stem}: saved widget state"
+    for c in book["cells"]:
+        for out in c.get("outputs", []):
+            data = out.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data, stem
+            plain = "".join(data.get("text/plain", ""))
+            assert not plain.startswith("interactive("), stem
 
 
 def test_imports_package_and_seeds(nb):

@@ -7,43 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from torch import nn
 
 from mixquant_lite.models import resnet20
-from mixquant_lite.qe_table import QETable, qe_table, quantizable_layers
 from mixquant_lite.quant import qe
+from mixquant_lite.table import QETable, qe_table, quantizable_layers
 
-# The package re-exports the function qe_table, which hides the module attribute of the same
-# name; sys.modules still holds the module.
-qt = importlib.import_module("mixquant_lite.qe_table")
+qt = importlib.import_module("mixquant_lite.table")
 
 
-@st.composite
-def weights(draw):
-    """Small tensors of many shapes, dtypes and magnitudes (tiny, large, constant, on a grid)."""
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=6))
-    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
-    mag = draw(st.sampled_from([1e-38, 1e-20, 1e-6, 1.0, 1e4, 1e20, 1e30]))
-    if dtype == torch.float16:
-        mag = min(max(mag, 1e-3), 1e4)
-    n = int(np.prod(shape))
-    kind = draw(st.sampled_from(["random", "random", "constant", "zeros", "grid", "one-off"]))
-    if kind == "random":
-        vals = draw(hnp.arrays(np.float64, n, elements=st.floats(-1, 1, width=32)))
-    elif kind == "constant":
-        vals = np.full(n, draw(st.floats(-1, 1, width=32)))
-    elif kind == "zeros":
-        vals = np.zeros(n)
-    elif kind == "grid":  # exact ties at half steps are likely
-        vals = draw(hnp.arrays(np.float64, n, elements=st.integers(-8, 8))) / 8.0
-    else:  # all on the grid but one tiny value: float32 squares would underflow
-        vals = np.zeros(n)
-        vals[0], vals[-1] = 1.0, 1e-30 / mag
-    w = torch.tensor(vals * mag, dtype=torch.float64).reshape(shape)
-    return w.to(dtype)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,7 +71,8 @@ def test_clamp_is_applied_where_it_bites():
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(w=weights(), bits=st.lists(st.integers(1, 16), min_size=1, max_size=4, unique=True),
+@given(w=weights(dtypes=("float32", "float16", "bfloat16")),
+       bits=st.lists(st.integers(1, 16), min_size=1, max_size=4, unique=True),
        per_channel=st.booleans())
 def test_any_tensor_matches_qe(w, bits, per_channel):
     bits = tuple(sorted(bits))
@@ -121,23 +97,57 @@ def test_half_precision_models(r20):
 
 
 def test_layers_in_a_thread_pool(r20):
-    """With several torch threads, CPU layers run in a pool (single-threaded ops): the same
-    numbers, the thread setting restored, the first bad layer (module order) named."""
-    serial = qe_table(r20, per_channel=True)  # this module runs with one thread
-    torch.set_num_threads(2)
-    try:
-        pooled = qe_table(r20, per_channel=True)
-        assert torch.get_num_threads() == 2
-        bad = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
-        with torch.no_grad():
-            bad[2].weight[0, 0] = float("inf")
-            bad[1].weight[1, 1] = float("nan")
-        with pytest.raises(ValueError, match="layer '1'"):
-            qe_table(bad)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(1)
+    """workers > 1: CPU layers run in a pool, the same numbers, torch's thread setting never
+    touched, the first bad layer (module order) named."""
+    serial = qe_table(r20, per_channel=True)
+    n = torch.get_num_threads()
+    pooled = qe_table(r20, per_channel=True, workers=2)
+    assert torch.get_num_threads() == n
+    bad = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
+    with torch.no_grad():
+        bad[2].weight[0, 0] = float("inf")
+        bad[1].weight[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="layer '1'"):
+        qe_table(bad, workers=2)
+    assert torch.get_num_threads() == n
     np.testing.assert_array_equal(pooled.values, serial.values)
+    with pytest.raises(ValueError, match="workers"):
+        qe_table(r20, workers=0)
+
+
+def test_no_process_wide_thread_change_from_a_fresh_thread(r20):
+    """A thread that first touches torch during a table call keeps torch's setting."""
+    import threading
+
+    n = torch.get_num_threads()
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    qe_table(r20, workers=2)
+    t.start()
+    t.join()
+    assert seen == [n] and torch.get_num_threads() == n
+
+
+def test_read_only_mappings_and_pickle(r20):
+    import copy
+    import pickle
+
+    t = qe_table(r20, bits=[2, 4])
+    with pytest.raises(TypeError):
+        t.numel["conv1"] = 1  # type: ignore[index]
+    t2 = pickle.loads(pickle.dumps(t))
+    assert t2.layers == t.layers and dict(t2.numel) == dict(t.numel)
+    np.testing.assert_array_equal(t2.values, t.values)
+    assert copy.deepcopy(t).qe("fc", 4) == t.qe("fc", 4)
+
+
+def test_old_module_path_still_works():
+    import mixquant_lite
+
+    old = importlib.import_module("mixquant_lite.qe_table")
+    assert old.qe_table is qe_table and old.QETable is QETable
+    assert mixquant_lite.qe_table is qe_table  # the package attribute stays the function
+    assert importlib.import_module("mixquant_lite.table").qe_table is qe_table
 
 
 def test_table_accessors(r20):

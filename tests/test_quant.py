@@ -1,15 +1,30 @@
-"""The quantizer of shared/docs/mixquant-spec.md: exact agreement with PyTorch's fused kernels and
+"""The quantizer of docs/method.md: exact agreement with PyTorch's fused kernels and
 with an independent float32/float64 re-implementation of the spec, and input validation."""
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import weights
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
-from mixquant_lite.quant import check_bit_list, check_bits, qe, qparams, quantize
+from mixquant_lite.quant import (
+    check_bit_list,
+    check_bits,
+    choose_qparams,
+    dequantize_affine,
+    fake_quantize,
+    fake_quantize_affine,
+    qe,
+    quantize_affine,
+)
+from mixquant_lite.quant import fake_quantize as quantize
+
+
+def qparams(w, bits, *, per_channel=False, range_method="minmax"):
+    return choose_qparams(w, bits, "per_channel" if per_channel else "per_tensor", range_method)
+
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -31,26 +46,6 @@ def spec_round_trip(w: np.ndarray, bits: int, per_channel: bool) -> np.ndarray:
     return ((q - z[:, None]).astype(np.float32) * s[:, None]).reshape(x.shape)
 
 
-@st.composite
-def weights(draw, dtypes=("float32", "float16", "bfloat16", "float64")):
-    """Small tensors of many shapes and magnitudes (tiny, ordinary, large, constant)."""
-    shape = draw(hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5))
-    dtype = draw(st.sampled_from(dtypes))
-    mag = draw(st.sampled_from([1e-38, 1e-20, 1e-6, 1.0, 1e4, 1e20, 1e30]))
-    if dtype == "float16":
-        mag = min(max(mag, 1e-3), 1e4)  # stay inside float16's range
-    kind = draw(st.sampled_from(["random", "random", "constant", "zeros", "levels"]))
-    n = int(np.prod(shape))
-    if kind == "random":
-        vals = draw(hnp.arrays(np.float64, n, elements=st.floats(-1, 1, width=32)))
-    elif kind == "constant":
-        vals = np.full(n, draw(st.floats(-1, 1, width=32)))
-    elif kind == "zeros":
-        vals = np.zeros(n)
-    else:  # values on a coarse grid: exact ties at half steps are likely
-        vals = draw(hnp.arrays(np.float64, n, elements=st.integers(-8, 8))) / 8.0
-    w = torch.tensor(vals * mag, dtype=torch.float64).reshape(shape)
-    return w.to(getattr(torch, dtype))
 
 
 # --------------------------------------------------------------------------- exactness
@@ -74,6 +69,81 @@ def test_quantize_matches_fused_kernels_and_the_spec(w, bits, per_channel):
     assert torch.equal(out, ref.to(w.dtype))
     spec = torch.from_numpy(spec_round_trip(x.numpy(), bits, per_channel)).to(w.dtype)
     assert torch.equal(out, spec)
+
+
+@SETTINGS
+@given(w=weights(), bits=st.integers(1, 16), per_channel=st.booleans(),
+       range_method=st.sampled_from(["minmax", "mse"]))
+def test_integer_codes_and_straight_through_path_equal_the_fused_kernel(
+    w, bits, per_channel, range_method
+):
+    """quantize_affine -> dequantize_affine, and the differentiable (learned-step) path, give the
+    fused kernel's values bit for bit, for both range methods."""
+    try:
+        scale, zp = qparams(w, bits, per_channel=per_channel, range_method=range_method)
+    except ValueError as e:
+        assert "too large" in str(e)
+        assume(False)
+    x = w.float()
+    fused = fake_quantize_affine(x, scale, zp, bits)
+    q = quantize_affine(x, scale, zp, bits)
+    assert q.dtype == (torch.uint8 if bits <= 8 else torch.int32)
+    assert int(q.min()) >= 0 and int(q.max()) <= 2**bits - 1
+    assert torch.equal(dequantize_affine(q, scale, zp), fused)
+    s = scale.clone().requires_grad_(True)
+    ste = fake_quantize_affine(x, s, zp, bits)
+    assert torch.equal(ste.detach(), fused)
+
+
+def test_mse_range_is_not_worse_than_minmax_in_its_own_norm():
+    g = torch.Generator().manual_seed(0)
+    for shape, gran in (((4096,), "per_tensor"), ((8, 3, 3, 3), "per_channel")):
+        w = torch.randn(*shape, generator=g) ** 3  # heavy tails: clipping pays off
+        for bits in (2, 3, 4):
+            errs = {}
+            for method in ("minmax", "mse"):
+                s, z = choose_qparams(w, bits, gran, method)
+                errs[method] = (w - fake_quantize_affine(w, s, z, bits)).abs().pow(2.4).sum()
+            assert errs["mse"] <= errs["minmax"] + 1e-6
+        s_mm, _ = choose_qparams(w, 2, gran, "minmax")
+        s_mse, _ = choose_qparams(w, 2, gran, "mse")
+        assert (s_mse <= s_mm).all() and (s_mse < s_mm).any()
+
+
+def test_fused_path_on_real_weights_against_the_spec():
+    from mixquant_lite.models import load_pretrained
+
+    model = load_pretrained("resnet20-mnist5k")
+    for name, m in model.named_modules():
+        if not isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            continue
+        w = m.weight.detach()
+        for bits in (2, 4, 8):
+            for pc in (False, True):
+                spec = torch.from_numpy(spec_round_trip(w.numpy(), bits, pc))
+                assert torch.equal(fake_quantize(w, bits, per_channel=pc), spec), name
+
+
+def test_deprecated_names_warn_and_agree():
+    import mixquant_lite.quant as quant
+
+    w = torch.randn(5, 7)
+    with pytest.warns(DeprecationWarning, match="fake_quantize"):
+        old = quant.quantize(w, 3, per_channel=True)
+    assert torch.equal(old, fake_quantize(w, 3, per_channel=True))
+    with pytest.warns(DeprecationWarning, match="choose_qparams"):
+        s, z = quant.qparams(w, 3)
+    s2, z2 = choose_qparams(w, 3)
+    assert torch.equal(s, s2) and torch.equal(z, z2)
+
+
+def test_qparams_must_fit_the_tensor():
+    w = torch.randn(4, 3)
+    s, z = choose_qparams(w, 4, "per_channel")
+    with pytest.raises(ValueError, match="per-channel scale of 4"):
+        fake_quantize_affine(torch.randn(5, 3), s, z, 4)
+    with pytest.raises(ValueError, match="shape"):
+        fake_quantize_affine(w, s, z[:2], 4)
 
 
 @SETTINGS
@@ -126,7 +196,7 @@ def test_half_precision_is_measured_in_float32():
 
 
 def test_roundoff_error_is_about_s2_over_12():
-    # spec, "useful fact": uniform rounding error when the step is small next to the spread
+    # docs/method.md, "QE": uniform rounding error when the step is small next to the spread
     w = torch.rand(200_000) * 2 - 1
     s, _ = qparams(w, 8)
     assert qe(w, 8) == pytest.approx(s.item() ** 2 / 12, rel=0.02)
@@ -187,7 +257,9 @@ def test_bad_tensors():
     with pytest.raises(ValueError, match="per_channel"):
         quantize(torch.tensor(1.0), 4, per_channel=True)
     with pytest.raises(ValueError, match="range_method"):
-        quantize(torch.randn(3), 4, range_method="mse")
+        quantize(torch.randn(3), 4, range_method="percentile")
+    with pytest.raises(ValueError, match="granularity"):
+        choose_qparams(torch.randn(3), 4, "per_row")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

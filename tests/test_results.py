@@ -49,7 +49,7 @@ def _write_images(folder, wnids, n_per_class, size=40, seed=0):
 def test_offline_default_table(tmp_path):
     pretrained = (data_dir() / "resnet20-mnist5k.pt").is_file()
     df = results.reproduce(out_dir=tmp_path, pretrained=pretrained, command="pytest", **TINY)
-    assert list(df.columns) == results.COLUMNS
+    assert list(df.columns) == [*results.COLUMNS, "method"]  # method: derived label
     csv, md, js = (tmp_path / f"mnist5k-resnet20-mnist5k{s}" for s in (".csv", ".md", ".json"))
     assert csv.is_file() and md.is_file() and js.is_file()
     back = pd.read_csv(csv)
@@ -73,7 +73,7 @@ def test_offline_default_table(tmp_path):
     assert len(same) >= 1 and (same["top1"] == brecq_rows.iloc[0]["top1"]).all()
 
     text = md.read_text()
-    assert "| section | method |" in text and "git commit" in text and "torch" in text
+    assert "| section | search | quantizer |" in text and "git commit" in text and "torch" in text
     assert "`pytest`" in text
     stored = json.loads(js.read_text())
     prov = stored["provenance"]

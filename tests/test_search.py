@@ -1,4 +1,4 @@
-"""The MixQuant rule (spec: "The MixQuant rule"), sweeps, exact budget plans and BitPlan."""
+"""The MixQuant rule (docs/method.md), sweeps, exact budget plans and BitPlan."""
 import itertools
 import json
 import math
@@ -14,7 +14,7 @@ from torch import nn
 from mixquant_lite.models import resnet20
 from mixquant_lite.plan import BitPlan
 from mixquant_lite.qe_table import QETable, qe_table, quantizable_layers
-from mixquant_lite.quant import quantize
+from mixquant_lite.quant import fake_quantize
 from mixquant_lite.search import mixquant, plan_for_budget, qem_for_budget, sweep
 
 BITS = (2, 3, 4, 5, 6, 7, 8)
@@ -30,7 +30,7 @@ def table_of(values, bits=BITS, numel=None) -> QETable:
 
 
 def uniform_like(n_layers=3, bits=BITS) -> QETable:
-    """QE ~ 4x per bit, layers alike up to a factor (the spec's "useful fact")."""
+    """QE ~ 4x per bit, layers alike up to a factor (docs/method.md, "QE")."""
     base = np.array([4.0 ** (8 - b) for b in bits])
     return table_of([base * (1 + 0.1 * i) for i in range(n_layers)], bits)
 
@@ -296,7 +296,7 @@ def test_apply_quantizes_a_copy(per_channel):
         assert torch.equal(v, before[k])
     for name, m in quantizable_layers(q):
         orig = model.get_submodule(name).weight
-        assert torch.equal(m.weight, quantize(orig, plan.bits[name], per_channel=per_channel))
+        assert torch.equal(m.weight, fake_quantize(orig, plan.bits[name], per_channel=per_channel))
         levels = torch.unique(m.weight.reshape(m.weight.shape[0], -1)[0]).numel()
         assert levels <= 2 ** plan.bits[name]
     assert torch.equal(q.fc.bias, model.fc.bias)

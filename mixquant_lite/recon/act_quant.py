@@ -1,25 +1,22 @@
 """Activation quantizer with a learned step size (asymmetric, per tensor).
 
-``x_hat = (clamp(round(x / s) + z, 0, 2^b - 1) - z) * s`` with a straight-through estimator for
-``round`` (its gradient is taken as 1), so the step ``s`` can be learned by gradient descent (BRECQ
-learns it with Adam, lr 4e-4, cosine-annealed). The zero point ``z`` is fixed at initialisation.
+``x_hat = fake_quantize_affine(x, s, z, b)`` (:mod:`mixquant_lite.quant`): while the step ``s`` is
+learned (BRECQ: Adam, lr 4e-4, cosine-annealed) ``round`` is straight-through, so
+``d x_hat / d s`` is LSQ's; in inference it is PyTorch's fused kernel, with the same values.
+The zero point ``z`` is fixed at initialisation.
 
 Initialisation happens on the first tensor the quantizer sees (the calling code passes a batch of
-calibration activations first): the range ``[lo, hi] = [min(x.min(), 0), max(x.max(), 0)]`` is
-shrunk by the factor ``r`` in ``1.00, 0.99, ..., 0.01`` that minimises the mean squared error of
-the round trip on that tensor (for large tensors on a fixed, evenly strided subset of 2^20 values).
+calibration activations first): :func:`mixquant_lite.quant.choose_qparams` with
+``range_method="mse"``, the same range search as BRECQ's weights and activations.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..quant import check_bits
+from ..quant import _MIN_SCALE, check_bits, choose_qparams, fake_quantize_affine
 
 __all__ = ["ActQuantizer", "round_ste", "quantize_input_hook"]
-
-_RATIOS = [1.0 - 0.01 * i for i in range(100)]
-_MAX_INIT_ELEMENTS = 1 << 20
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -31,10 +28,14 @@ class ActQuantizer(nn.Module):
     """Fake-quantize activations at ``bits`` (same shape and dtype in and out).
 
     Attributes:
-        delta: learnable step ``s`` (scalar parameter), valid once ``initialized`` is true.
+        delta: learnable step ``s`` (scalar parameter, activation units), valid once
+            ``initialized`` is true.
         zero_point: fixed integer-valued zero point (float buffer).
         initialized: bool buffer; ``False`` until the first forward call.
     """
+
+    zero_point: torch.Tensor
+    initialized: torch.Tensor
 
     def __init__(self, bits: int) -> None:
         super().__init__()
@@ -47,29 +48,16 @@ class ActQuantizer(nn.Module):
     @torch.no_grad()
     def init_from(self, x: torch.Tensor) -> None:
         """Set ``delta`` and ``zero_point`` from a representative activation tensor."""
-        flat = x.detach().float().reshape(-1)
-        if flat.numel() > _MAX_INIT_ELEMENTS:  # deterministic subsample, no RNG involved
-            flat = flat[:: flat.numel() // _MAX_INIT_ELEMENTS + 1]
-        lo, hi = flat.amin().clamp(max=0), flat.amax().clamp(min=0)
-        best = None
-        for r in _RATIOS:
-            s = ((hi - lo) * r / self.qmax).clamp(min=1e-8)
-            z = torch.clamp(torch.round(-lo * r / s), 0, self.qmax)
-            xq = (torch.clamp(torch.round(flat / s) + z, 0, self.qmax) - z) * s
-            err = (flat - xq).pow(2).mean().item()
-            if best is None or err < best[0]:
-                best = (err, s, z)
-        _, s, z = best
-        self.delta.copy_(s)
-        self.zero_point.copy_(z)
+        scale, zp = choose_qparams(x.detach().float(), self.bits, "per_tensor", "mse")
+        self.delta.copy_(scale)
+        self.zero_point.copy_(zp.float())
         self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialized):
             self.init_from(x)
-        s = self.delta.abs().clamp(min=1e-8)  # a step driven through zero must not flip sign
-        q = torch.clamp(round_ste(x / s) + self.zero_point, 0, self.qmax)
-        return ((q - self.zero_point) * s).to(x.dtype)
+        s = self.delta.abs().clamp(min=_MIN_SCALE)  # a step driven through zero must not flip
+        return fake_quantize_affine(x, s, self.zero_point, self.bits)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -80,4 +68,5 @@ def quantize_input_hook(module: nn.Module, args: tuple) -> tuple:
 
     A module-level function (not a closure) so quantized models deep-copy and pickle.
     """
-    return (module.input_quantizer(args[0]), *args[1:])
+    quantizer: nn.Module = module.get_submodule("input_quantizer")
+    return (quantizer(args[0]), *args[1:])

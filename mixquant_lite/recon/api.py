@@ -10,7 +10,7 @@ Example::
     qmodel, report = brecq(model, calibration_batch(1024), plan, act_bits=8)
     print(report.to_frame())
 
-The returned model is a BatchNorm-folded copy (see :mod:`.fold_bn`) whose ``Conv2d`` / ``Linear``
+The returned model is a BatchNorm-folded copy (see :mod:`.folding`) whose ``Conv2d`` / ``Linear``
 weights are hard-rounded onto each layer's own ``b``-bit asymmetric grid, in ``eval()`` mode on the
 caller's device. With ``act_bits`` it also carries ``input_quantizer`` submodules applied by forward
 pre-hooks (it deep-copies and pickles). The caller's model is never modified.
@@ -18,6 +18,7 @@ pre-hooks (it deep-copies and pickles). The caller's model is never modified.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import numbers
 import time
@@ -30,26 +31,31 @@ import torch
 from torch import nn
 
 from ..evaluate import model_device
+from ..layers import first_last_layers, quantizable_layer_names, weight_of
 from ..quant import check_bits
-from .adaround import RANGE_METHODS, AdaRoundQuantizer
+from .adaround import AdaRoundQuantizer
 from .block_recon import (
+    Unit,
     add_act_quantizers,
     capture,
     execution_order,
     find_units,
-    quantizable_layer_names,
     reconstruct_unit,
 )
-from .fold_bn import check_folding
-from .fold_bn import fold_bn as _fold_bn
+from .config import BrecqConfig
+from .folding import check_folding
+from .folding import fold_bn as _fold_bn
 
-__all__ = ["brecq", "BrecqReport", "UnitResult", "resolve_bits", "DEFAULTS"]
+__all__ = ["brecq", "BrecqConfig", "BrecqReport", "UnitResult", "resolve_bits", "DEFAULTS"]
 
-# The BRECQ recipe (Li et al. 2021, official code defaults).
-DEFAULTS: dict[str, Any] = dict(
-    iters=20000, n_calib=1024, batch_size=32, reg_weight=0.01, warmup=0.2, beta=(20.0, 2.0),
-    lr=1e-3, act_lr=4e-4, first_last_bits=8, weight_range="mse",
-)
+# The BRECQ recipe (Li et al. 2021, official code defaults); kept for v0.1 readers, the source of
+# truth is BrecqConfig's defaults.
+DEFAULTS: dict[str, Any] = {
+    k: v for k, v in BrecqConfig().to_dict().items()
+    if k in ("iters", "n_calib", "batch_size", "reg_weight", "warmup", "beta", "lr", "act_lr",
+             "first_last_bits", "weight_range")
+}
+DEFAULTS["beta"] = tuple(DEFAULTS["beta"])
 
 
 @dataclass
@@ -80,7 +86,10 @@ class UnitResult:
 
 @dataclass
 class BrecqReport:
-    """What :func:`brecq` did: per unit results, the bit-widths used and the settings."""
+    """What :func:`brecq` did: per unit results, the bit-widths used and the settings.
+
+    ``config`` is the :class:`BrecqConfig` that ran; ``settings`` its dict plus the device.
+    """
 
     units: list[UnitResult]
     bits: dict[str, int]
@@ -89,6 +98,7 @@ class BrecqReport:
     settings: dict[str, Any]
     seconds: float
     not_reconstructed: list[str] = field(default_factory=list)
+    config: BrecqConfig | None = None
 
     @property
     def avg_bits(self) -> float:
@@ -186,196 +196,196 @@ def _calibration_tensor(calib_data: Any, n: int) -> torch.Tensor:
     return x[:n]
 
 
+_RENAMED = {"fold_bn": "fold_batchnorm"}
+
+
+def _make_config(config: BrecqConfig | None, overrides: dict[str, Any]) -> BrecqConfig:
+    """``config`` (default: the recipe) with keyword ``overrides`` applied and validated."""
+    if config is not None and not isinstance(config, BrecqConfig):
+        raise TypeError(f"config must be a BrecqConfig, got {type(config).__name__}")
+    for old, new in _RENAMED.items():
+        if old in overrides:
+            warnings.warn(f"brecq({old}=...) is deprecated: use {new}=", DeprecationWarning,
+                          stacklevel=3)
+            overrides[new] = overrides.pop(old)
+    unknown = sorted(set(overrides) - set(BrecqConfig.field_names()))
+    if unknown:
+        raise TypeError(f"brecq() got unknown settings {unknown}; BrecqConfig fields are "
+                        f"{list(BrecqConfig.field_names())}")
+    return dataclasses.replace(config or BrecqConfig(), **overrides)
+
+
+def plan_bits(
+    plan_or_bits: Any, names: list[str], first_last_bits: int | None
+) -> dict[str, int]:
+    """Bit-widths per layer for BRECQ: :func:`resolve_bits`, with the first and last layer
+    (module order) at ``first_last_bits`` for an int; a plan is used as it is and must already
+    hold ``first_last_bits`` there.
+
+    Raises:
+        ValueError: a plan whose first or last layer differs from ``first_last_bits``.
+    """
+    bits = resolve_bits(plan_or_bits, names)
+    if first_last_bits is None:
+        return bits
+    first, last = first_last_layers(names)
+    if isinstance(plan_or_bits, numbers.Integral):
+        bits[first] = bits[last] = first_last_bits
+        return bits
+    wrong = {k: bits[k] for k in (first, last) if bits[k] != first_last_bits}
+    if wrong:
+        raise ValueError(
+            f"the plan has first/last layers {wrong}, but first_last_bits={first_last_bits}: "
+            f"build the plan with fixed={{{first!r}: {first_last_bits}, {last!r}: "
+            f"{first_last_bits}}} (e.g. mixquant(table, qem, fixed=...)), or pass "
+            "first_last_bits=None to use the plan as it is"
+        )
+    return bits
+
+
 def brecq(
     model: nn.Module,
     calib_data: Any,
     plan_or_bits: Any,
-    *,
-    act_bits: int | None = None,
-    iters: int = DEFAULTS["iters"],
-    n_calib: int = DEFAULTS["n_calib"],
-    batch_size: int = DEFAULTS["batch_size"],
-    seed: int = 0,
-    first_last_bits: int | None = DEFAULTS["first_last_bits"],
-    per_channel: bool | None = None,
-    weight_range: str = DEFAULTS["weight_range"],
-    fold_bn: bool = True,
-    reg_weight: float = DEFAULTS["reg_weight"],
-    warmup: float = DEFAULTS["warmup"],
-    beta: tuple[float, float] = DEFAULTS["beta"],
-    lr: float = DEFAULTS["lr"],
-    act_lr: float = DEFAULTS["act_lr"],
-    keep_better: bool = True,
-    reconstruct_first: bool = False,
-    progress: bool = True,
+    config: BrecqConfig | None = None,
+    **settings: Any,
 ) -> tuple[nn.Module, BrecqReport]:
     """Post-training quantization with BRECQ (block reconstruction + AdaRound).
 
     Args:
-        model: a float model; ResNet blocks (torchvision ``BasicBlock``/``Bottleneck``, which our
-            ResNet-20 uses) are reconstructed block-wise, every other ``Conv2d``/``Linear``
-            layer-wise. Not modified.
+        model: a float model; blocks of a registered type (:mod:`mixquant_lite.layers`:
+            torchvision ``BasicBlock``/``Bottleneck``/``InvertedResidual``) are reconstructed
+            block-wise, every other ``Conv2d``/``Linear`` layer-wise. Not modified.
         calib_data: calibration images, a tensor ``(N, C, H, W)`` or an iterable of batches
-            (tensors or ``(x, y)``); the first ``n_calib`` samples are used.
-        plan_or_bits: weight bit-widths: an int (uniform), a dict ``{layer: bits}`` covering every
-            ``Conv2d``/``Linear`` by module path, or any object with such a ``.bits`` dict (a
-            ``BitPlan``). With ``fold_bn`` the plan should come from the folded model's QE.
-        act_bits: activation bit-width, or ``None`` for float activations. Every quantized
-            layer's input is quantized (per tensor, asymmetric, learned step) except the image
-            fed to the first layer; with ``first_last_bits`` the first layer's output and the last
-            layer's input use that bit-width.
-        iters: optimisation steps per unit (recipe: 20,000); 0 = round-to-nearest on the grid.
-        n_calib: calibration samples (recipe: 1,024); fewer available is an error.
-        batch_size: samples per step (recipe: 32).
-        seed: seeds the mini-batch sampling; runs on CPU are deterministic.
-        first_last_bits: bit-width forced on the first and last quantizable layers (in execution
-            order) as in the BRECQ recipe; ``None`` keeps the plan's.
-        per_channel: one grid per output channel instead of per tensor; ``None`` takes the
-            plan's ``per_channel`` attribute when it has one (a ``BitPlan``), else per tensor.
-        weight_range: ``"mse"`` (recipe: range shrunk to minimise the L2.4 error) or
-            ``"minmax"`` (the QE table's range).
-        fold_bn: fold BatchNorm into the preceding convolutions first (the recipe; quantizing
-            what a deployed model computes with).
-        reg_weight, warmup, beta, lr, act_lr: regulariser weight (0.01), warm-up fraction without
-            regulariser (0.2), beta annealing start/end (20, 2), Adam lr for the rounding
-            variables (1e-3) and for activation steps (4e-4). Adam moves each rounding variable
-            by about ``lr`` per step and ``h(V)`` only reaches 0/1 at ``|V| ~ 2.4``, so runs with
-            far fewer iterations than the recipe converge better with a larger ``lr``.
-        keep_better: per unit, fall back to round-to-nearest if the learned rounding has the
-            larger calibration MSE (reported in ``UnitResult.rounding``).
-        reconstruct_first: with ``first_last_bits`` set, also reconstruct the first unit when
-            it is a single layer (the stem). The official BRECQ code never does
-            (``set_first_last_layer_to_8bit`` sets ``ignore_reconstruction`` on the first
-            layer): it is rounded to nearest on its (MSE-range) ``first_last_bits`` grid, which
-            is the default here too (reported as ``"nearest"`` with ``iters=0``).
-        progress: a tqdm bar per unit.
+            (tensors or ``(x, y)``); the first ``config.n_calib`` samples are used.
+        plan_or_bits: weight bit-widths: an int (uniform; first/last layer at
+            ``first_last_bits``), a dict ``{layer: bits}`` covering every ``Conv2d``/``Linear``
+            by module path, or any object with such a ``.bits`` mapping (a ``BitPlan``). A plan
+            is never rewritten: with ``first_last_bits`` set it must hold that bit-width at the
+            first and last layer (build it with ``fixed=``). With BatchNorm folding the plan
+            should come from the folded model's QE table.
+        config: a :class:`BrecqConfig` (default: the BRECQ recipe).
+        **settings: fields of :class:`BrecqConfig` overriding ``config`` (``act_bits=8``,
+            ``iters=2000``...). ``fold_bn=`` is the deprecated name of ``fold_batchnorm=``.
 
     Returns:
-        ``(quantized_model, report)``; see :class:`BrecqReport`.
+        ``(quantized_model, report)``; see :class:`BrecqReport` (``report.config`` is the
+        config that ran).
 
     Raises:
         ValueError / TypeError: bad plan, bits out of range, too little calibration data, a model
-            without quantizable layers, bad settings.
+            without quantizable layers, bad or unknown settings.
     """
     t0 = time.perf_counter()
+    cfg = _make_config(config, dict(settings))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names = quantizable_layer_names(model)
     if not names:
         raise ValueError("the model has no Conv2d or Linear layer to quantize")
-    checks = (("iters", iters, 0), ("n_calib", n_calib, 1), ("batch_size", batch_size, 1))
-    for arg, val, lo in checks:
-        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
-            raise ValueError(f"{arg} must be an int >= {lo}, got {val!r}")
-    if batch_size > n_calib:
-        raise ValueError(f"batch_size={batch_size} exceeds n_calib={n_calib}")
-    if act_bits is not None:
-        act_bits = check_bits(act_bits, "act_bits")
-    if first_last_bits is not None:
-        first_last_bits = check_bits(first_last_bits, "first_last_bits")
-    if weight_range not in RANGE_METHODS:
-        raise ValueError(f"weight_range must be one of {RANGE_METHODS}, got {weight_range!r}")
-    if not 0.0 <= warmup < 1.0:
-        raise ValueError(f"warmup must be in [0, 1), got {warmup}")
-    if not (reg_weight >= 0 and lr > 0 and act_lr > 0 and min(beta) > 0):
-        raise ValueError("reg_weight must be >= 0 and lr, act_lr and beta positive")
-    bits = resolve_bits(plan_or_bits, names)
+    bits = plan_bits(plan_or_bits, names, cfg.first_last_bits)
+    per_channel = cfg.per_channel
     if per_channel is None:
         per_channel = bool(getattr(plan_or_bits, "per_channel", False))
+    cfg = dataclasses.replace(cfg, per_channel=per_channel)
 
     device = model_device(model)
     dtype = next(model.parameters()).dtype
-    x = _calibration_tensor(calib_data, n_calib).to(device=device, dtype=dtype)
-
-    # Full-precision reference (folded) and the working copy that becomes the quantized model.
-    fp = _fold_bn(model) if fold_bn else copy.deepcopy(model).eval()
-    if fold_bn:
-        check_folding(model, fp, x[: min(len(x), 64)])
-    fp.requires_grad_(False)
-    work = copy.deepcopy(fp)
-    modules = dict(work.named_modules())
-    fp_modules = dict(fp.named_modules())
-
+    x = _calibration_tensor(calib_data, cfg.n_calib).to(device=device, dtype=dtype)
+    fp, work = _reference_and_working_copy(model, x, cfg.fold_batchnorm)
     units = execution_order(work, find_units(work), x[:2])
     reached = {n for u in units for n, _ in u.layers}
     not_reached = [n for n in names if n not in reached]
-    first_layer, last_layer = units[0].layers[0][0], units[-1].layers[-1][0]
-    if first_last_bits is not None:
-        changed = [k for k in (first_layer, last_layer) if bits[k] != first_last_bits]
-        if changed and not isinstance(plan_or_bits, numbers.Integral):
-            warnings.warn(
-                f"first/last layers {changed} set to {first_last_bits} bits "
-                "(first_last_bits; pass None to keep the plan's)",
-                stacklevel=2,
-            )
-        bits[first_layer] = bits[last_layer] = first_last_bits
-    # Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction.
-    with torch.no_grad():
-        for n in not_reached:
-            q = AdaRoundQuantizer(modules[n].weight, bits[n], per_channel=per_channel,
-                                  range_method=weight_range)
-            modules[n].weight.copy_(q.nearest())
+    _round_unreached(work, not_reached, bits, cfg)
 
-    gen = torch.Generator().manual_seed(seed)
-    results: list[UnitResult] = []
-    for i, unit in enumerate(units):
-        t_unit = time.perf_counter()
-        target = capture(fp, fp_modules[unit.name], x, output=True)
-        inputs = capture(work, modules[unit.name], x, output=False)
-        module = modules[unit.name]
-        quantizers = {
-            (f"{rel}.weight" if rel else "weight"): AdaRoundQuantizer(
-                modules[full].weight, bits[full], per_channel=per_channel,
-                range_method=weight_range,
-            ).to(device)
-            for full, rel in unit.layers
-        }
-        acts, bits_in = [], None
-        if act_bits is not None:
-            if i == 0:
-                bits_in = None  # the image itself stays float, as in BRECQ
-            elif first_last_bits is not None and (i == 1 or i == len(units) - 1):
-                bits_in = first_last_bits  # first layer's output / last layer's input
-            else:
-                bits_in = act_bits
-            acts = [a.to(device) for a in add_act_quantizers(module, unit, bits_in, act_bits)]
-        # The official code leaves the stem (first unit when it is a single layer) un-reconstructed.
-        # Tied to first_last_bits as in the official code (set_first_last_layer_to_8bit).
-        skip = (i == 0 and unit.kind != "block" and first_last_bits is not None
-                and not reconstruct_first)
-        unit_iters = 0 if skip else iters
-        before, after, rounding, loop_s = reconstruct_unit(
-            module, quantizers, acts, inputs, target, iters=unit_iters, batch_size=batch_size,
-            generator=gen, reg_weight=reg_weight, warmup=warmup, beta=beta, lr=lr,
-            act_lr=act_lr, keep_better=keep_better, desc=f"BRECQ {unit.name}",
-            progress=progress,
-        )
-        for a in acts:
-            a.delta.requires_grad_(False)
-        del target, inputs
-        results.append(
-            UnitResult(
-                name=unit.name, kind=unit.kind, layers=tuple(n for n, _ in unit.layers),
-                weight_bits=",".join(str(bits[n]) for n, _ in unit.layers),
-                act_bits=bits_in if act_bits is not None else None, iters=unit_iters,
-                loss_before=before, loss_after=after, rounding=rounding,
-                it_per_s=unit_iters / loop_s if unit_iters else math.nan,
-                seconds=time.perf_counter() - t_unit,
-            )
-        )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    first, last = first_last_layers(names)
+    results = [
+        _reconstruct(fp, work, units, i, x, bits, cfg, gen, first, last)
+        for i in range(len(units))
+    ]
     work.eval()
-    settings = dict(
-        iters=iters, n_calib=n_calib, batch_size=batch_size, seed=seed,
-        first_last_bits=first_last_bits, per_channel=per_channel, weight_range=weight_range,
-        fold_bn=fold_bn, reg_weight=reg_weight, warmup=warmup, beta=tuple(beta), lr=lr,
-        act_lr=act_lr, keep_better=keep_better, reconstruct_first=reconstruct_first,
-        device=str(device),
-    )
     report = BrecqReport(
-        units=results, bits=bits, numel={n: modules[n].weight.numel() for n in names},
-        act_bits=act_bits, settings=settings, seconds=time.perf_counter() - t0,
-        not_reconstructed=not_reached,
+        units=results, bits=bits, numel={n: weight_of(work, n).numel() for n in names},
+        act_bits=cfg.act_bits, settings={**cfg.to_dict(), "device": str(device)},
+        seconds=time.perf_counter() - t0, not_reconstructed=not_reached, config=cfg,
     )
-    assert math.isfinite(report.avg_bits)
     return work, report
 
+
+def _reference_and_working_copy(
+    model: nn.Module, x: torch.Tensor, fold: bool
+) -> tuple[nn.Module, nn.Module]:
+    """The full-precision reference (BatchNorm folded when ``fold``) and a copy of it that
+    becomes the quantized model; neither is the caller's model."""
+    fp = _fold_bn(model) if fold else copy.deepcopy(model).eval()
+    if fold:
+        check_folding(model, fp, x[: min(len(x), 64)])
+    fp.requires_grad_(False)
+    return fp, copy.deepcopy(fp)
+
+
+@torch.no_grad()
+def _round_unreached(
+    work: nn.Module, names: list[str], bits: dict[str, int], cfg: BrecqConfig
+) -> None:
+    """Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction."""
+    for n in names:
+        w = weight_of(work, n)
+        q = AdaRoundQuantizer(w, bits[n], per_channel=bool(cfg.per_channel),
+                              range_method=cfg.weight_range)
+        w.copy_(q.nearest())
+
+
+def _unit_act_bits(
+    units: list[Unit], i: int, cfg: BrecqConfig, first: str, last: str
+) -> int | None:
+    """Bit-width of unit ``i``'s input: none for the image (the first unit run), the
+    ``first_last_bits`` for the output of the first layer and the input of the last layer."""
+    if cfg.act_bits is None or i == 0:
+        return None
+    i_first = next(j for j, u in enumerate(units) if first in (n for n, _ in u.layers))
+    has_last = last in (n for n, _ in units[i].layers)
+    if cfg.first_last_bits is not None and (i == i_first + 1 or has_last):
+        return cfg.first_last_bits
+    return cfg.act_bits
+
+
+def _reconstruct(
+    fp: nn.Module, work: nn.Module, units: list[Unit], i: int, x: torch.Tensor,
+    bits: dict[str, int], cfg: BrecqConfig, gen: torch.Generator, first: str, last: str,
+) -> UnitResult:
+    """Reconstruct unit ``i`` of ``work`` against ``fp`` (weights written back) and report it."""
+    t_unit = time.perf_counter()
+    unit = units[i]
+    module = work.get_submodule(unit.name)
+    target = capture(fp, fp.get_submodule(unit.name), x, output=True)
+    inputs = capture(work, module, x, output=False)
+    quantizers = {
+        (f"{rel}.weight" if rel else "weight"): AdaRoundQuantizer(
+            weight_of(work, full), bits[full], per_channel=bool(cfg.per_channel),
+            range_method=cfg.weight_range,
+        ).to(x.device)
+        for full, rel in unit.layers
+    }
+    bits_in = _unit_act_bits(units, i, cfg, first, last)
+    acts = []
+    if cfg.act_bits is not None:
+        acts = [a.to(x.device) for a in add_act_quantizers(module, unit, bits_in, cfg.act_bits)]
+    # The official code leaves the stem (the first layer, a unit of its own) un-reconstructed,
+    # tied to first_last_bits as there (set_first_last_layer_to_8bit).
+    skip = (unit.layers == [(first, "")] and cfg.first_last_bits is not None
+            and not cfg.reconstruct_first)
+    iters = 0 if skip else cfg.iters
+    before, after, rounding, loop_s = reconstruct_unit(
+        module, quantizers, acts, inputs, target, cfg, iters=iters, generator=gen,
+        desc=f"BRECQ {unit.name}",
+    )
+    for a in acts:
+        a.delta.requires_grad_(False)
+    return UnitResult(
+        name=unit.name, kind=unit.kind, layers=tuple(n for n, _ in unit.layers),
+        weight_bits=",".join(str(bits[n]) for n, _ in unit.layers),
+        act_bits=bits_in, iters=iters, loss_before=before, loss_after=after, rounding=rounding,
+        it_per_s=iters / loop_s if iters else math.nan, seconds=time.perf_counter() - t_unit,
+    )

@@ -2,10 +2,11 @@
 
 The model is cut into *units*, reconstructed one after another in execution order:
 
-- every torchvision :class:`~torchvision.models.resnet.BasicBlock` /
-  :class:`~torchvision.models.resnet.Bottleneck` (so every block of our ResNet-20 and of
-  ``torchvision.models.resnet*``) is one unit, reconstructed block-wise: its output after the final
-  ReLU must match the full-precision block's output;
+- every module of a registered block type (:mod:`mixquant_lite.layers`: torchvision's
+  ``BasicBlock`` / ``Bottleneck``, so every block of our ResNet-20 and of ``torchvision.models.
+  resnet*``, and MobileNetV2's ``InvertedResidual``; add your own with
+  :func:`~mixquant_lite.layers.register_block`) is one unit, reconstructed block-wise: its output
+  must match the full-precision block's output;
 - every other ``Conv2d`` / ``Linear`` (the stem ``conv1``, the classifier ``fc``, or every layer
   of a model we know no blocks for) is a unit of its own, reconstructed layer-wise on its output.
 
@@ -34,14 +35,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.func import functional_call
-from torchvision.models.resnet import BasicBlock, Bottleneck
 from tqdm.auto import tqdm
 
+from ..layers import QUANTIZABLE_TYPES, block_spec, quantizable_layer_names
 from .act_quant import ActQuantizer, quantize_input_hook
 from .adaround import AdaRoundQuantizer
+from .config import BrecqConfig
 
 __all__ = [
-    "BLOCK_TYPES",
     "QUANTIZABLE_TYPES",
     "Unit",
     "LinearTempDecay",
@@ -51,17 +52,6 @@ __all__ = [
     "capture",
     "reconstruct_unit",
 ]
-
-BLOCK_TYPES: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck)
-QUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
-# Convolutions inside a block whose input is a post-ReLU intermediate (quantized when activations
-# are); the block's own input is quantized by a pre-hook on the block.
-_MID_INPUTS = {BasicBlock: ("conv2",), Bottleneck: ("conv2", "conv3")}
-
-
-def quantizable_layer_names(model: nn.Module) -> list[str]:
-    """Module paths of the ``Conv2d`` / ``Linear`` layers, in registration order."""
-    return [n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE_TYPES)]
 
 
 @dataclass
@@ -87,12 +77,8 @@ def find_units(model: nn.Module) -> list[Unit]:
     def walk(module: nn.Module, prefix: str) -> None:
         for name, child in module.named_children():
             full = f"{prefix}{name}"
-            if isinstance(child, BLOCK_TYPES):
-                layers = [
-                    (f"{full}.{n}", n)
-                    for n, m in child.named_modules()
-                    if isinstance(m, QUANTIZABLE_TYPES)
-                ]
+            if block_spec(child) is not None:
+                layers = [(f"{full}.{n}", n) for n in quantizable_layer_names(child)]
                 units.append(Unit(full, "block", layers))
             elif isinstance(child, QUANTIZABLE_TYPES):
                 units.append(Unit(full, "layer", [(full, "")]))
@@ -187,16 +173,18 @@ class LinearTempDecay:
 def add_act_quantizers(
     unit_module: nn.Module, unit: Unit, bits_in: int | None, bits_mid: int | None
 ) -> list[ActQuantizer]:
-    """Install input quantizers on a unit: on its own input (``bits_in``) and, in a residual block,
-    on the post-ReLU inputs of ``conv2`` (and ``conv3``) (``bits_mid``). Returns them."""
+    """Install input quantizers on a unit: on its own input (``bits_in``) and, in a block, on the
+    inputs of the layers its :class:`~mixquant_lite.layers.BlockSpec` names as fed by an
+    intermediate activation (``bits_mid``; e.g. ``conv2`` of a ``BasicBlock``). Returns them."""
     added = []
     if bits_in is not None:
         unit_module.input_quantizer = ActQuantizer(bits_in)
         unit_module.register_forward_pre_hook(quantize_input_hook)
         added.append(unit_module.input_quantizer)
-    if bits_mid is not None and unit.kind == "block":
-        for name in _MID_INPUTS.get(type(unit_module), ()):
-            layer = getattr(unit_module, name)
+    spec = block_spec(unit_module)
+    if bits_mid is not None and unit.kind == "block" and spec is not None:
+        for name in spec.mid_inputs(unit_module):
+            layer = unit_module.get_submodule(name)
             layer.input_quantizer = ActQuantizer(bits_mid)
             layer.register_forward_pre_hook(quantize_input_hook)
             added.append(layer.input_quantizer)
@@ -228,18 +216,11 @@ def reconstruct_unit(
     act_quantizers: list[ActQuantizer],
     inputs: torch.Tensor,
     targets: torch.Tensor,
+    config: BrecqConfig,
     *,
-    iters: int,
-    batch_size: int,
+    iters: int | None = None,
     generator: torch.Generator,
-    reg_weight: float = 0.01,
-    warmup: float = 0.2,
-    beta: tuple[float, float] = (20.0, 2.0),
-    lr: float = 1e-3,
-    act_lr: float = 4e-4,
-    keep_better: bool = True,
     desc: str = "",
-    progress: bool = True,
 ) -> tuple[float, float, str, float]:
     """Learn the rounding (and activation steps) of one unit; write hard-rounded weights back.
 
@@ -250,67 +231,90 @@ def reconstruct_unit(
         act_quantizers: the unit's (uninitialised) activation quantizers, or ``[]``.
         inputs, targets: cached ``(N, ...)`` unit inputs (from the quantized model) and
             full-precision outputs, on the model's device.
-        iters: optimisation steps; ``0`` keeps round-to-nearest on the chosen grid.
-        keep_better: if the learned hard rounding has a larger calibration MSE than
-            round-to-nearest (possible with far fewer iterations than the recipe), use
-            round-to-nearest instead.
+        config: the run's :class:`~mixquant_lite.recon.config.BrecqConfig` (batch size, loss
+            and optimiser settings, ``keep_better``, ``progress``).
+        iters: optimisation steps (default ``config.iters``); ``0`` keeps round-to-nearest.
+        generator: seeds the mini-batch sampling.
 
     Returns:
         ``(loss_before, loss_after, rounding, loop_seconds)``: MSE per output element on all
         ``N`` samples with round-to-nearest weights (activation quantizers freshly initialised)
         and with the final hard rounding; ``rounding`` is ``"learned"``, ``"nearest"``
-        (``iters=0``) or ``"nearest (fallback)"``; wall seconds of the optimisation loop.
+        (``iters=0``) or ``"nearest (fallback)"`` (``keep_better`` and learned rounding was
+        worse); wall seconds of the optimisation loop.
     """
+    iters = config.iters if iters is None else iters
     nearest = {k: q.nearest() for k, q in quantizers.items()}
-    # Initialise activation quantizers on the first calibration activations they see.
-    with torch.no_grad():
+    with torch.no_grad():  # initialise activation quantizers on the first activations they see
         functional_call(unit_module, nearest, (inputs[:256],))
     loss_before = _mse(unit_module, nearest, inputs, targets)
-
     t_loop = time.perf_counter()
     if iters > 0:
-        opt_w = torch.optim.Adam([q.alpha for q in quantizers.values()], lr=lr)
-        opt_a = sched_a = None
-        if act_quantizers:
-            opt_a = torch.optim.Adam([a.delta for a in act_quantizers], lr=act_lr)
-            sched_a = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=iters, eta_min=0.0)
-        decay = LinearTempDecay(iters, warmup, *beta)
-        n, dev = len(inputs), inputs.device
-        bar = tqdm(range(iters), desc=desc, disable=not progress, leave=False)
-        for it in bar:
-            idx = torch.randperm(n, generator=generator)[:batch_size].to(dev)
-            weights = {k: q() for k, q in quantizers.items()}
-            rec = _rec_loss(functional_call(unit_module, weights, (inputs[idx],)), targets[idx])
-            # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
-            # warm-up ends one step earlier and beta reaches exactly its end value at the last step.
-            t = it + 1
-            if t < decay.start_decay:
-                loss = rec  # warm-up: reconstruction only
-            else:
-                b = decay(t)
-                reg = sum(q.rounding_reg(b) for q in quantizers.values())
-                loss = rec + reg_weight * reg
-            opt_w.zero_grad(set_to_none=True)
-            if opt_a is not None:
-                opt_a.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_w.step()
-            if opt_a is not None:
-                opt_a.step()
-                sched_a.step()
-            if progress and (it % 100 == 0 or it == iters - 1):
-                bar.set_postfix(rec=f"{rec.item():.4g}", loss=f"{loss.item():.4g}")
-        if inputs.device.type == "cuda":
-            torch.cuda.synchronize(inputs.device)
+        _optimise(unit_module, quantizers, act_quantizers, inputs, targets, config, iters,
+                  generator, desc)
     else:
         for q in quantizers.values():
             q.set_nearest()
     loop_seconds = time.perf_counter() - t_loop
+    hard, loss_after, kept = _harden(unit_module, quantizers, inputs, targets, loss_before,
+                                     "learned" if iters > 0 else "nearest", config.keep_better)
+    params = dict(unit_module.named_parameters())
+    with torch.no_grad():  # from now on the model holds the quantized unit
+        for k, w in hard.items():
+            params[k].copy_(w)
+    return loss_before, loss_after, kept, loop_seconds
+
+
+def _optimise(
+    unit_module: nn.Module, quantizers: dict[str, AdaRoundQuantizer],
+    act_quantizers: list[ActQuantizer], inputs: torch.Tensor, targets: torch.Tensor,
+    config: BrecqConfig, iters: int, generator: torch.Generator, desc: str,
+) -> None:
+    """The BRECQ loop: Adam on the rounding variables (and activation steps) for ``iters``
+    steps on mini-batches of the cached inputs/targets."""
+    opt_w = torch.optim.Adam([q.alpha for q in quantizers.values()], lr=config.lr)
+    opt_a = sched_a = None
+    if act_quantizers:
+        opt_a = torch.optim.Adam([a.delta for a in act_quantizers], lr=config.act_lr)
+        sched_a = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=iters, eta_min=0.0)
+    decay = LinearTempDecay(iters, config.warmup, *config.beta)
+    n, dev = len(inputs), inputs.device
+    bar = tqdm(range(iters), desc=desc, disable=not config.progress, leave=False)
+    for it in bar:
+        idx = torch.randperm(n, generator=generator)[: config.batch_size].to(dev)
+        weights = {k: q() for k, q in quantizers.items()}
+        rec = _rec_loss(functional_call(unit_module, weights, (inputs[idx],)), targets[idx])
+        # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
+        # warm-up ends one step earlier and beta reaches exactly its end value at the last step.
+        t = it + 1
+        loss = rec
+        if t >= decay.start_decay:  # after the warm-up: reconstruction + rounding regulariser
+            b = decay(t)
+            loss = rec + config.reg_weight * sum(q.rounding_reg(b) for q in quantizers.values())
+        opt_w.zero_grad(set_to_none=True)
+        if opt_a is not None:
+            opt_a.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_w.step()
+        if opt_a is not None and sched_a is not None:
+            opt_a.step()
+            sched_a.step()
+        if config.progress and (it % 100 == 0 or it == iters - 1):
+            bar.set_postfix(rec=f"{rec.item():.4g}", loss=f"{loss.item():.4g}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _harden(
+    unit_module: nn.Module, quantizers: dict[str, AdaRoundQuantizer], inputs: torch.Tensor,
+    targets: torch.Tensor, loss_before: float, kept: str, keep_better: bool,
+) -> tuple[dict[str, torch.Tensor], float, str]:
+    """Hard rounding for good; with ``keep_better``, round-to-nearest instead when the learned
+    rounding has the larger calibration MSE. Returns the weights, their MSE and the choice."""
     for q in quantizers.values():
         q.harden()
     hard = {k: q().detach() for k, q in quantizers.items()}
     loss_after = _mse(unit_module, hard, inputs, targets)
-    kept = "learned" if iters > 0 else "nearest"
     if keep_better and loss_after > loss_before:
         # Too few iterations leave h(V) far from 0/1, and the hard rounding can then be worse
         # than round-to-nearest; never hand back a unit worse than RTN on the calibration data.
@@ -318,9 +322,4 @@ def reconstruct_unit(
             q.set_nearest()
         hard = {k: q().detach() for k, q in quantizers.items()}
         loss_after, kept = _mse(unit_module, hard, inputs, targets), "nearest (fallback)"
-    # Write the hard-rounded weights into the model: from now on it is the quantized unit.
-    params = dict(unit_module.named_parameters())
-    with torch.no_grad():
-        for k, w in hard.items():
-            params[k].copy_(w)
-    return loss_before, loss_after, kept, loop_seconds
+    return hard, loss_after, kept

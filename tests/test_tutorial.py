@@ -1,4 +1,4 @@
-"""Unit tests for mixquant_lite.analysis (small models and hand-made tables; seconds to run)."""
+"""Unit tests for mixquant_lite.tutorial (small models and hand-made tables; seconds to run)."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,10 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mixquant_lite import analysis
+from mixquant_lite import tutorial as analysis
 from mixquant_lite.evaluate import evaluate
-from mixquant_lite.quant import qe, quantize
+from mixquant_lite.quant import fake_quantize, qe
+from mixquant_lite.tutorial.correlation import _pearson_rows, _rank_rows
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -85,7 +86,7 @@ def test_single_layer_sensitivity_matches_manual_and_leaves_model():
     # the accuracy is the one of the model with only that layer quantized
     m2 = tiny_model()
     with torch.no_grad():
-        m2[3].weight.copy_(quantize(m2[3].weight, 2))
+        m2[3].weight.copy_(fake_quantize(m2[3].weight, 2))
     assert r.accuracy == evaluate(m2, loader)
     assert r["drop"] == pytest.approx(1.0 - r.accuracy)
     assert r.loss_increase == pytest.approx(r.loss - df.attrs["fp_loss"])
@@ -163,7 +164,7 @@ def test_spearman_bootstrap_matches_scipy_and_is_seeded():
     # the vectorised bootstrap equals scipy on the same resamples
     idx = np.random.default_rng(1).integers(0, 40, size=(2000, 40))
     ref = [stats.spearmanr(x[i], y[i]).statistic for i in idx[:50]]
-    got = analysis._pearson_rows(analysis._rank_rows(x[idx[:50]]), analysis._rank_rows(y[idx[:50]]))
+    got = _pearson_rows(_rank_rows(x[idx[:50]]), _rank_rows(y[idx[:50]]))
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     # independent data: the interval covers 0
     _, lo0, hi0 = analysis.spearman_bootstrap(rng.normal(size=40), rng.normal(size=40), 2000)
@@ -443,7 +444,7 @@ def test_result_plots_label_axes_with_units():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mixquant_lite.plotting import plot_matched, plot_results
+    from mixquant_lite.tutorial.plotting import plot_matched, plot_results
 
     df = results_frame()
     ax = plot_matched(analysis.matched_comparison(df))
@@ -452,3 +453,37 @@ def test_result_plots_label_axes_with_units():
     assert "(bits)" in ax.get_xlabel() and "(%)" in ax.get_ylabel()
     assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"vanilla", "FP32"}
     plt.close("all")
+
+
+def test_search_and_quantizer_columns_both_ways():
+    old = results_frame()
+    new = analysis.with_search_columns(old)
+    assert list(new.search[:4]) == ["none", "uniform", "uniform", "MixQuant"]
+    assert list(new.quantizer[:4]) == ["FP32", "vanilla", "vanilla", "vanilla"]
+    two = new.drop(columns=["method"])  # what reproduce writes now
+    back = analysis.with_search_columns(two)
+    assert list(back.method) == list(old.method)
+    pd.testing.assert_frame_equal(analysis.matched_comparison(two),
+                                  analysis.matched_comparison(old))
+
+
+def test_old_module_paths_still_work():
+    import mixquant_lite.analysis as old_analysis
+    import mixquant_lite.plotting as old_plotting
+    from mixquant_lite.tutorial import plotting
+
+    assert old_analysis.matched_comparison is analysis.matched_comparison
+    assert old_plotting.plot_results is plotting.plot_results
+    assert not hasattr(plotting, "plot_method_bars")
+
+
+def test_core_imports_no_tutorial_module():
+    import subprocess
+    import sys
+
+    code = ("import sys, mixquant_lite, mixquant_lite.recon, mixquant_lite.export, "
+            "mixquant_lite.search, mixquant_lite.cli; "
+            "bad = [m for m in sys.modules if m.startswith('mixquant_lite.tutorial') "
+            "or m in ('mixquant_lite.analysis', 'mixquant_lite.plotting')]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

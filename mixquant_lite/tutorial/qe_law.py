@@ -1,0 +1,45 @@
+"""The QE law of ``docs/method.md`` ("QE"): measured ``QE_b / QE_8`` next to the ``s^2/12``
+prediction."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["predicted_qe_ratio", "qe_matrix", "qe_ratio_frame"]
+
+
+def predicted_qe_ratio(bits: int | np.ndarray, baseline_bits: int = 8) -> np.ndarray | float:
+    """``QE_b / QE_base`` predicted by the uniform-error law ``QE ~ s^2 / 12``.
+
+    With ``s = range / (2^b - 1)`` and the same range at every bit-width, the ratio is
+    ``((2^base - 1) / (2^b - 1))^2``: about 4x per bit removed.
+    """
+    b = np.asarray(bits, dtype=float)
+    out = ((2.0**baseline_bits - 1) / (2.0**b - 1)) ** 2
+    return float(out) if out.ndim == 0 else out
+
+
+def qe_matrix(table) -> pd.DataFrame:
+    """A QE table as a wide frame: index layer names (forward order), columns bit-widths."""
+    return pd.DataFrame(
+        {int(b): [table.qe(layer, b) for layer in table.layers] for b in table.bits},
+        index=pd.Index(list(table.layers), name="layer"),
+    ).rename_axis(columns="bits")
+
+
+def qe_ratio_frame(table, baseline_bits: int = 8) -> pd.DataFrame:
+    """Measured ``QE_b / QE_base`` for every layer and bit-width of a QE table, with the prediction.
+
+    Returns long format: ``layer``, ``bits``, ``ratio`` (measured), ``predicted`` and
+    ``rel_dev`` (``ratio / predicted - 1``). Layers whose baseline QE is 0 are skipped.
+    """
+    rows = []
+    for layer in table.layers:
+        base = table.qe(layer, baseline_bits)
+        if base <= 0:
+            continue
+        for b in table.bits:
+            r = table.qe(layer, b) / base
+            p = predicted_qe_ratio(b, baseline_bits)
+            rows.append(dict(layer=layer, bits=int(b), ratio=r, predicted=p, rel_dev=r / p - 1))
+    return pd.DataFrame(rows)
