@@ -1,4 +1,5 @@
-# Two commands: `make tutorial` (run every notebook headless, write build/) and `make test`.
+# Two commands: `make tutorial` (run every notebook headless, write build/) and `make test`;
+# `make student` writes the exercise notebooks without their solutions to build/student/.
 # Both create .venv on first use and reuse it afterwards (reinstall only when pyproject changes).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -58,7 +59,13 @@ $(VENV)/.browser: $(STAMP)
 # The inner loop: unit tests without those marked `slow` (end-to-end BRECQ, reproduce runs,
 # torch.compile, subprocesses) and without the notebooks. `make test` still runs everything.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:nbval -m "not slow" tests
+	@MIXQUANT_STATIC_WIDGETS=1 $(BIN)/python -m pytest -q -p no:nbval -m "not slow and not browser" \
+	  --ignore=tests/fixtures tests
+
+# Student versions of the notebooks: solutions (### BEGIN/END SOLUTION) replaced by
+# `raise NotImplementedError()`, outputs cleared, written to build/student/.
+student: $(STAMP)
+	$(BIN)/python tools/make_student.py $(NOTEBOOKS) --out build/student
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks

@@ -8,6 +8,9 @@
 - :mod:`.timing`: brute-force search, a naive QE table, run time against size.
 - :mod:`.results_tables`: reading and comparing ``mixquant-lite reproduce`` tables.
 - :mod:`.plotting`: the figures (imports matplotlib and seaborn; import it explicitly).
+- :mod:`.stats`: paired tests (exact McNemar), clustered bootstraps, control plans, the exact
+  ``s^2/12`` law; :mod:`.readings`: the alternative reading of the MixQuant rule;
+  :mod:`.checks`: the exercises' check cells (import these submodules explicitly).
 
 Evaluation lives in the core: :func:`mixquant_lite.evaluate.evaluate`,
 :func:`~mixquant_lite.evaluate.correct_mask`, :func:`~mixquant_lite.evaluate.accuracy_and_loss`.

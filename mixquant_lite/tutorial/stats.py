@@ -1,0 +1,681 @@
+"""Sound comparisons for the tutorial: paired tests, clustered bootstraps, control plans.
+
+Two models scored on the *same* test images are compared image by image, never by their two
+accuracies alone: the per-image outcomes are paired, and a difference of one image in 1,000
+(0.1 points) is far inside the noise of a 1,000-image test set.
+
+- :func:`paired_compare` -- accuracy of A and B, their difference with a confidence interval
+  (Newcombe's hybrid score interval for paired proportions, or a paired bootstrap over images),
+  the exact McNemar p-value and a verdict (``"A better"``, ``"B better"`` or
+  ``"tie (inside the noise)"``). :func:`paired_table` does it for many pairs, and
+  :func:`compare_to_uniform` for every mixed-precision row of a ``reproduce`` results table.
+- :func:`cluster_bootstrap_corr` -- a rank correlation with a bootstrap that resamples the
+  independent unit (layers), not the (layer, bit-width) rows; :func:`compare_correlations` --
+  two correlations with the same outcome, compared on the same resamples.
+- :func:`decorrelated_plans` / :func:`random_plans_at` -- random bit-width plans whose average
+  bit-width and spread are drawn independently, and random plans at one average bit-width (a
+  reference distribution for a search's plan).
+- :func:`per_bit_factor` / :func:`law_qe_ratio` -- the exact ``s^2/12`` law, the one statement
+  of it used across the series.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = [
+    "as_correct",
+    "PairedComparison",
+    "paired_compare",
+    "paired_table",
+    "tally_verdicts",
+    "compare_to_uniform",
+    "cluster_bootstrap_corr",
+    "compare_correlations",
+    "CorrelationComparison",
+    "decorrelated_plans",
+    "random_plans_at",
+    "plan_avg_bits",
+    "per_bit_factor",
+    "law_qe_ratio",
+]
+
+TIE = "tie (inside the noise)"
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def as_correct(x: Any, name: str = "correct") -> np.ndarray:
+    """Per-image correctness as a 1-D bool array.
+
+    Accepts a bool / 0-1 integer array or list, a torch tensor, or a string of ``"0"``/``"1"``
+    characters (the ``per_image_correct`` entries of a ``reproduce`` JSON file).
+
+    Raises:
+        TypeError / ValueError naming ``name`` for anything else (other characters, values other
+        than 0/1, more than one dimension, an empty sequence).
+    """
+    if isinstance(x, str):
+        bad = set(x) - {"0", "1"}
+        if bad:
+            raise ValueError(f"{name} as a string must hold only '0' and '1', found {sorted(bad)}")
+        arr = np.frombuffer(x.encode("ascii"), dtype=np.uint8) == ord("1")
+    else:
+        if hasattr(x, "detach"):  # torch tensor
+            x = x.detach().cpu().numpy()
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be a bool array, tensor or '0'/'1' string") from e
+        if arr.dtype == object:
+            raise TypeError(f"{name} must be a bool array, tensor or '0'/'1' string, got {x!r:.60}")
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be 1-D (one entry per image), got shape {arr.shape}")
+        if arr.dtype != bool:
+            if not np.issubdtype(arr.dtype, np.number) or not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"{name} must hold only 0/1 or True/False values")
+            arr = arr.astype(bool)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: need at least one image")
+    return arr
+
+
+def _check_alpha(alpha: float) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_n_boot(n_boot: int) -> int:
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    return int(n_boot)
+
+
+# ---------------------------------------------------------------------------- paired tests
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models scored on the same images (accuracies and differences in percentage points).
+
+    Attributes:
+        label_a, label_b: the names of A and B.
+        n: number of images.
+        acc_a, acc_b: top-1 accuracy of A and of B, %.
+        diff: ``acc_a - acc_b``, points.
+        ci_low, ci_high: the ``1 - alpha`` confidence interval of ``diff``, points.
+        ci_method: ``"newcombe"`` (hybrid score interval for paired proportions, Newcombe 1998,
+            method 10) or ``"bootstrap"`` (percentile, resampling images).
+        only_a: images A gets right and B wrong; only_b: the reverse (the discordant pairs).
+        p_value: exact two-sided McNemar p-value (binomial test of ``only_a`` out of
+            ``only_a + only_b`` at 1/2; 1.0 when there are no discordant pairs).
+        alpha: the level of the test and of the interval.
+        verdict: ``"<A> better"`` / ``"<B> better"`` when ``p_value < alpha`` (the sign of
+            ``diff``), else :data:`TIE`.
+    """
+
+    label_a: str
+    label_b: str
+    n: int
+    acc_a: float
+    acc_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    only_a: int
+    only_b: int
+    p_value: float
+    alpha: float
+    verdict: str
+
+    @property
+    def is_tie(self) -> bool:
+        return self.verdict == TIE
+
+    def __str__(self) -> str:
+        ci = f"{100 * (1 - self.alpha):.0f}% CI [{self.ci_low:+.2f}, {self.ci_high:+.2f}]"
+        return (f"{self.label_a} {self.acc_a:.1f}% vs {self.label_b} {self.acc_b:.1f}% "
+                f"on {self.n} images: diff {self.diff:+.2f} points, {ci}; "
+                f"discordant {self.only_a}/{self.only_b}, exact McNemar p = {self.p_value:.3g}"
+                f" -> {self.verdict}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _newcombe_paired(a: int, b: int, c: int, d: int, alpha: float) -> tuple[float, float]:
+    """Newcombe's (1998) method 10 for ``p1 - p2`` with paired data, as proportions.
+
+    ``a``: both right, ``b``: only the first right, ``c``: only the second, ``d``: both wrong.
+    """
+    n = a + b + c + d
+    z = stats.norm.ppf(1 - alpha / 2)
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = _wilson(a + b, n, z)
+    l2, u2 = _wilson(a + c, n, z)
+    den = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(den) if den > 0 else 0.0
+    diff = p1 - p2
+    lo = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return max(-1.0, diff - lo), min(1.0, diff + hi)
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts (1.0 if there are none)."""
+    m = only_a + only_b
+    if m == 0:
+        return 1.0
+    return float(stats.binomtest(only_a, m, 0.5, alternative="two-sided").pvalue)
+
+
+def paired_compare(
+    correct_a: Any,
+    correct_b: Any,
+    *,
+    labels: tuple[str, str] = ("A", "B"),
+    alpha: float = 0.05,
+    ci: str = "newcombe",
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two models scored on the same images, image by image.
+
+    Args:
+        correct_a, correct_b: per-image correctness of A and B, in the same image order (bool
+            arrays, 0/1 tensors or ``"0101"`` strings; see :func:`as_correct`), same length.
+        labels: names of A and B, used in the verdict.
+        alpha: level of the exact McNemar test and of the ``1 - alpha`` interval.
+        ci: ``"newcombe"`` (default; a closed-form score interval, no randomness) or
+            ``"bootstrap"`` (percentile interval from ``n_boot`` paired resamples of the images,
+            drawn with ``numpy.random.default_rng(seed)``; resampling images is the same as
+            drawing the counts of the four outcome kinds from a multinomial, which is done).
+
+    Returns:
+        A :class:`PairedComparison`. The verdict follows the exact McNemar test: a difference
+        is named only when ``p < alpha``; otherwise it is a tie inside the noise.
+    """
+    a = as_correct(correct_a, "correct_a")
+    b = as_correct(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b must score the same images: lengths "
+                         f"{a.size} and {b.size}")
+    if not (isinstance(labels, Sequence) and len(labels) == 2):
+        raise ValueError(f"labels must be two names (A, B), got {labels!r}")
+    alpha = _check_alpha(alpha)
+    n = int(a.size)
+    both = int((a & b).sum())
+    only_a = int((a & ~b).sum())
+    only_b = int((~a & b).sum())
+    neither = n - both - only_a - only_b
+    diff = (only_a - only_b) / n
+    if ci == "newcombe":
+        lo, hi = _newcombe_paired(both, only_a, only_b, neither, alpha)
+    elif ci == "bootstrap":
+        n_boot = _check_n_boot(n_boot)
+        rng = np.random.default_rng(seed)
+        draws = rng.multinomial(n, [only_a / n, only_b / n, (both + neither) / n], size=n_boot)
+        boot = (draws[:, 0] - draws[:, 1]) / n
+        lo, hi = (float(v) for v in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+    else:
+        raise ValueError(f"ci must be 'newcombe' or 'bootstrap', got {ci!r}")
+    p = mcnemar_exact(only_a, only_b)
+    la, lb = str(labels[0]), str(labels[1])
+    verdict = TIE if p >= alpha else (f"{la} better" if diff > 0 else f"{lb} better")
+    return PairedComparison(
+        label_a=la, label_b=lb, n=n, acc_a=100.0 * (both + only_a) / n,
+        acc_b=100.0 * (both + only_b) / n, diff=100.0 * diff, ci_low=100.0 * lo,
+        ci_high=100.0 * hi, ci_method=ci, only_a=only_a, only_b=only_b, p_value=p,
+        alpha=alpha, verdict=verdict,
+    )
+
+
+def paired_table(
+    pairs: Iterable[tuple[str, Any, str, Any]],
+    *,
+    alpha: float = 0.05,
+    ci: str = "newcombe",
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`paired_compare` for many pairs ``(label_a, correct_a, label_b, correct_b)``.
+
+    Returns one row per pair with the fields of :class:`PairedComparison` (points, p-value,
+    verdict), in the given order.
+    """
+    rows = [paired_compare(ca, cb, labels=(la, lb), alpha=alpha, ci=ci, n_boot=n_boot,
+                           seed=seed).to_dict() for la, ca, lb, cb in pairs]
+    return pd.DataFrame(rows, columns=list(PairedComparison.__dataclass_fields__))
+
+
+def tally_verdicts(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Count the verdicts of a :func:`paired_table` / :func:`compare_to_uniform` table.
+
+    Returns one row per group of ``by`` (or one row) with ``pairs``, ``a_better`` (the first
+    named is better), ``b_better``, ``ties`` and ``mean_diff`` (points).
+    """
+    def one(g: pd.DataFrame) -> dict[str, Any]:
+        tie = g["verdict"] == TIE
+        a_better = ~tie & (g["diff"] > 0)
+        return dict(pairs=len(g), a_better=int(a_better.sum()),
+                    b_better=int((~tie & ~a_better).sum()), ties=int(tie.sum()),
+                    mean_diff=float(g["diff"].mean()) if len(g) else float("nan"))
+
+    by = list(by)
+    if not by:
+        return pd.DataFrame([one(table)])
+    rows = [dict(zip(by, k if isinstance(k, tuple) else (k,), strict=True), **one(g))
+            for k, g in table.groupby(by, sort=False)]
+    return pd.DataFrame(rows, columns=[*by, "pairs", "a_better", "b_better", "ties",
+                                       "mean_diff"])
+
+
+def compare_to_uniform(
+    df: pd.DataFrame,
+    masks: Sequence[str],
+    *,
+    tol: float = 0.1,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Every mixed-precision row of a ``reproduce`` table against its uniform counterpart.
+
+    Args:
+        df: the results table (``results/<stem>.csv``): columns ``section``, ``method``,
+            ``weight_bits``, ``act_bits``, ``top1``, ``plan``.
+        masks: per-image correctness of each row, in row order (the ``per_image_correct`` list of
+            ``results/<stem>.json``).
+        tol: a mixed row (``"<search> + <quantizer>"``) is paired with the uniform row of the same
+            section, quantizer and activation setting with the nearest ``weight_bits``, if within
+            ``tol`` bits; rows with no such uniform row are left out.
+
+    Returns:
+        One row per pair: ``section``, ``quantizer``, ``search``, ``act_bits``, ``mixed_bits``,
+        ``uniform_bits``, ``same_plan``, then the :class:`PairedComparison` fields with A = the
+        mixed plan, B = the uniform one (``diff`` = mixed minus uniform, points).
+    """
+    if len(masks) != len(df):
+        raise ValueError(f"masks must hold one entry per row of df: {len(masks)} vs {len(df)}")
+    df = df.reset_index(drop=True)
+    act = df["act_bits"] if "act_bits" in df else pd.Series([pd.NA] * len(df))
+    rows = []
+    for i, r in df.iterrows():
+        method = str(r["method"])
+        if " + " not in method:
+            continue
+        search, quantizer = method.split(" + ", 1)
+        same_act = act.isna() if pd.isna(act[i]) else act == act[i]
+        cands = df[(df["section"] == r["section"]) & (df["method"] == quantizer) & same_act]
+        if cands.empty:
+            continue
+        j = int((cands["weight_bits"] - r["weight_bits"]).abs().idxmin())
+        if abs(df.loc[j, "weight_bits"] - r["weight_bits"]) > tol:
+            continue
+        a_lab = f"{method} W{r['weight_bits']:.2f}"
+        b_lab = f"{quantizer} W{df.loc[j, 'weight_bits']:.2f}"
+        cmp = paired_compare(masks[i], masks[j], labels=(a_lab, b_lab), alpha=alpha)
+        rows.append(dict(section=r["section"], quantizer=quantizer, search=search,
+                         act_bits=act[i], mixed_bits=float(r["weight_bits"]),
+                         uniform_bits=float(df.loc[j, "weight_bits"]),
+                         same_plan=str(r["plan"]) == str(df.loc[j, "plan"]), **cmp.to_dict()))
+    cols = ["section", "quantizer", "search", "act_bits", "mixed_bits", "uniform_bits",
+            "same_plan", *PairedComparison.__dataclass_fields__]
+    out = pd.DataFrame(rows, columns=cols)
+    out["act_bits"] = out["act_bits"].astype("Int64")
+    return out
+
+
+# ---------------------------------------------------------------------------- correlations
+
+
+def _cluster_index(clusters: Any, n: int, n_boot: int, rng: np.random.Generator) -> list:
+    """Row indices of ``n_boot`` cluster resamples: clusters drawn with replacement, each
+    bringing all its rows. Equal-sized clusters give one ``(n_boot, n)`` array."""
+    if clusters is None:
+        return [rng.integers(0, n, size=(n_boot, n))]
+    labels = np.asarray(clusters)
+    if labels.shape != (n,):
+        raise ValueError(f"clusters must give one label per row ({n}), got shape {labels.shape}")
+    _, inv = np.unique(labels, return_inverse=True)
+    groups = [np.flatnonzero(inv == k) for k in range(inv.max() + 1)]
+    if len(groups) < 3:
+        raise ValueError(f"need at least 3 clusters to resample, got {len(groups)}")
+    pick = rng.integers(0, len(groups), size=(n_boot, len(groups)))
+    sizes = {len(g) for g in groups}
+    if len(sizes) == 1:
+        mat = np.stack(groups)  # (n_clusters, size)
+        return [mat[pick].reshape(n_boot, -1)]
+    return [np.concatenate([groups[k] for k in row]) for row in pick]
+
+
+def _corr_rows(x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    """Correlation along the last axis (rows of resamples); NaN where a row is constant."""
+    if method == "spearman":
+        x, y = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    den = np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (x * y).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _boot_corr(idx_sets: list, x: np.ndarray, y: np.ndarray, method: str) -> np.ndarray:
+    if len(idx_sets) == 1 and np.ndim(idx_sets[0]) == 2:
+        idx = idx_sets[0]
+        return _corr_rows(x[idx], y[idx], method)
+    return np.array([_corr_rows(x[i], y[i], method) for i in idx_sets], dtype=float)
+
+
+def _vectors(x: Any, y: Any, *more: Any) -> list[np.ndarray]:
+    out = [np.asarray(v, dtype=float) for v in (x, y, *more)]
+    n = out[0].shape
+    if any(v.ndim != 1 or v.shape != n for v in out):
+        raise ValueError(f"x and y must be 1-D and of equal length, got {[v.shape for v in out]}")
+    if n[0] < 3:
+        raise ValueError(f"need at least 3 rows, got {n[0]}")
+    if any(not np.isfinite(v).all() for v in out):
+        raise ValueError("x and y must be finite (no NaN / inf)")
+    return out
+
+
+def _check_method(method: str) -> str:
+    if method not in ("spearman", "pearson"):
+        raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}")
+    return method
+
+
+def cluster_bootstrap_corr(
+    x: Any,
+    y: Any,
+    clusters: Any = None,
+    *,
+    method: str = "spearman",
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> tuple[float, float, float]:
+    """A correlation with a percentile bootstrap interval that resamples clusters.
+
+    Args:
+        x, y: 1-D, equal length (rows).
+        clusters: one label per row (e.g. the layer of each (layer, bit-width) row); the
+            bootstrap draws clusters with replacement and takes all rows of each, so rows of the
+            same layer stay together. ``None``: rows are independent (resample rows).
+        method: ``"spearman"`` (rank) or ``"pearson"``.
+
+    Returns:
+        ``(rho, lo, hi)``: the correlation of the data and the ``(1-ci)/2``, ``(1+ci)/2``
+        quantiles of the resampled correlations (resamples with a constant variable dropped).
+    """
+    x, y = _vectors(x, y)
+    method = _check_method(method)
+    n_boot = _check_n_boot(n_boot)
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    rho = float(_corr_rows(x, y, method))
+    rng = np.random.default_rng(seed)
+    boot = _boot_corr(_cluster_index(clusters, len(x), n_boot, rng), x, y, method)
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return rho, float("nan"), float("nan")
+    lo, hi = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
+    return rho, float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class CorrelationComparison:
+    """Two correlations with one outcome, compared on the same bootstrap resamples.
+
+    ``diff = rho_1 - rho_2``; ``ci_low``/``ci_high`` its percentile interval; ``p_value`` the
+    two-sided bootstrap p-value (twice the smaller share of resampled differences on either side
+    of 0, capped at 1); ``verdict``: ``"<1> stronger"`` / ``"<2> stronger"`` when the interval
+    excludes 0, else :data:`TIE`. "Stronger" compares signed correlations.
+    """
+
+    label_1: str
+    label_2: str
+    n: int
+    rho_1: float
+    rho_2: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    verdict: str
+
+    def __str__(self) -> str:
+        return (f"{self.label_1} rho = {self.rho_1:.2f} vs {self.label_2} rho = {self.rho_2:.2f}"
+                f" (n = {self.n}): diff {self.diff:+.2f}, paired bootstrap CI "
+                f"[{self.ci_low:+.2f}, {self.ci_high:+.2f}], p = {self.p_value:.3g}"
+                f" -> {self.verdict}")
+
+
+def compare_correlations(
+    x1: Any,
+    x2: Any,
+    y: Any,
+    clusters: Any = None,
+    *,
+    labels: tuple[str, str] = ("x1", "x2"),
+    method: str = "spearman",
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> CorrelationComparison:
+    """Is ``corr(x1, y)`` different from ``corr(x2, y)``, measured on the same rows?
+
+    Both correlations are computed on every resample (clusters or rows, as in
+    :func:`cluster_bootstrap_corr`), so their dependence through the shared ``y`` and rows is
+    kept: the interval of the difference is the paired one, not two overlapping intervals.
+    """
+    x1, x2, y = _vectors(x1, x2, y)
+    method = _check_method(method)
+    n_boot = _check_n_boot(n_boot)
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    r1, r2 = float(_corr_rows(x1, y, method)), float(_corr_rows(x2, y, method))
+    rng = np.random.default_rng(seed)
+    idx = _cluster_index(clusters, len(y), n_boot, rng)
+    d = _boot_corr(idx, x1, y, method) - _boot_corr(idx, x2, y, method)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        raise ValueError("every resample had a constant variable: cannot compare")
+    lo, hi = (float(v) for v in np.quantile(d, [(1 - ci) / 2, (1 + ci) / 2]))
+    p = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
+    l1, l2 = str(labels[0]), str(labels[1])
+    verdict = f"{l1} stronger" if lo > 0 else f"{l2} stronger" if hi < 0 else TIE
+    return CorrelationComparison(l1, l2, len(y), r1, r2, r1 - r2, lo, hi, p, verdict)
+
+
+# ---------------------------------------------------------------------------- control plans
+
+
+def _cands(bits: Iterable[int]) -> np.ndarray:
+    c = np.array(sorted({int(b) for b in bits}))
+    if c.size < 2 or c[0] < 1 or c[-1] > 16:
+        raise ValueError(f"bits must hold at least two bit-widths in 1..16, got {list(bits)}")
+    return c
+
+
+def _numel_of(numel: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
+    if not isinstance(numel, Mapping) or not numel:
+        raise TypeError("numel must be a non-empty mapping {layer: number of weights}, e.g. "
+                        "QETable.numel")
+    w = np.array([int(v) for v in numel.values()], dtype=np.int64)
+    if (w <= 0).any():
+        raise ValueError("numel must be positive for every layer")
+    return list(numel), w
+
+
+def plan_avg_bits(plan: Mapping[str, int], numel: Mapping[str, int]) -> float:
+    """Average bit-width of ``{layer: bits}``, weighted by ``numel`` (the layers of the plan)."""
+    total = sum(int(numel[k]) for k in plan)
+    return sum(int(numel[k]) * int(b) for k, b in plan.items()) / total
+
+
+def decorrelated_plans(
+    numel: Mapping[str, int],
+    n: int,
+    *,
+    bits: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
+    max_spread: float = 2.5,
+    fixed: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> list[dict[str, int]]:
+    """Random plans whose average bit-width and per-layer spread are drawn independently.
+
+    Plan ``i`` draws a centre ``c ~ U[min(bits), max(bits)]`` and, independently, a spread
+    ``s ~ U[0, max_spread]``; each layer gets the candidate nearest to ``c + s * N(0, 1)``. With
+    one fixed spread (as in ``analysis.random_plans``) the total squared error is nearly a
+    function of the average bit-width; an independent spread moves the error at a given
+    average (a wide spread puts some layers at 2-3 bits, whose error dominates the sum), so the
+    two predictors can be told apart.
+
+    Args:
+        numel: ``{layer: number of weights}`` (``QETable.numel``); plans name these layers.
+        n: number of plans (>= 1).
+        fixed: ``{layer: bits}`` kept as given in every plan (e.g. first and last at 8).
+    """
+    layers, _ = _numel_of(numel)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not (isinstance(max_spread, numbers.Real) and 0 <= max_spread < math.inf):
+        raise ValueError(f"max_spread must be a finite number >= 0, got {max_spread!r}")
+    cands = _cands(bits)
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(layers)
+    if unknown:
+        raise ValueError(f"fixed names layers not in numel: {sorted(unknown)}")
+    rng = np.random.default_rng(seed)
+    plans = []
+    for _ in range(int(n)):
+        c = rng.uniform(cands[0], cands[-1])
+        s = rng.uniform(0.0, float(max_spread))
+        want = c + s * rng.standard_normal(len(layers))
+        pick = np.abs(want[:, None] - cands[None, :]).argmin(1)
+        plan = {k: int(cands[j]) for k, j in zip(layers, pick, strict=True)}
+        plan.update({k: int(v) for k, v in fixed.items()})
+        plans.append(plan)
+    return plans
+
+
+def random_plans_at(
+    numel: Mapping[str, int],
+    avg_bits: float,
+    n: int,
+    *,
+    bits: Sequence[int] = (2, 3, 4, 5, 6, 7, 8),
+    fixed: Mapping[str, int] | None = None,
+    tol: float = 0.02,
+    seed: int = 0,
+    max_tries: int = 50,
+) -> list[dict[str, int]]:
+    """``n`` random plans whose average bit-width is within ``tol`` of ``avg_bits``.
+
+    Each plan starts from every free layer at a random candidate (uniform), then takes random
+    one-step moves (a layer one candidate up or down) that bring the average closer to the
+    target, until it is within ``tol``. The plans are spread over *which* layers get more bits
+    at a fixed size: the reference distribution against which a search's plan at the same
+    average bit-width is placed. Duplicate plans are allowed (they are rare for many layers).
+
+    Raises:
+        ValueError: the target is outside what the candidates (and ``fixed``) allow, or no plan
+            lands within ``tol`` after ``max_tries`` attempts (``tol`` finer than the layers'
+            granularity).
+    """
+    layers, w = _numel_of(numel)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if not (isinstance(tol, numbers.Real) and tol > 0):
+        raise ValueError(f"tol must be a positive number of bits, got {tol!r}")
+    cands = _cands(bits)
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(layers)
+    if unknown:
+        raise ValueError(f"fixed names layers not in numel: {sorted(unknown)}")
+    free = np.array([k not in fixed for k in layers])
+    fixed_bits = np.array([fixed.get(k, 0) for k in layers], dtype=float)
+    total = w.sum()
+    lo = (w[free].sum() * cands[0] + (w * fixed_bits)[~free].sum()) / total
+    hi = (w[free].sum() * cands[-1] + (w * fixed_bits)[~free].sum()) / total
+    target = float(avg_bits)
+    if not lo - tol <= target <= hi + tol:
+        raise ValueError(f"avg_bits={target:g} is outside the reachable range "
+                         f"[{lo:.3f}, {hi:.3f}] for these candidates and fixed layers")
+    rng = np.random.default_rng(seed)
+    frac = w / total
+    free_idx = np.flatnonzero(free)
+    plans: list[dict[str, int]] = []
+    for _ in range(int(n)):
+        for _attempt in range(max_tries):
+            col = np.zeros(len(layers), dtype=int)
+            col[free_idx] = rng.integers(0, cands.size, size=free_idx.size)
+            b = np.where(free, cands[col], fixed_bits)
+            gap = float(frac @ b) - target
+            while abs(gap) > tol:
+                if gap > 0:  # too many bits: lower a layer
+                    movable = free_idx[col[free_idx] > 0]
+                    step = -(cands[col[movable]] - cands[col[movable] - 1]) * frac[movable]
+                else:
+                    movable = free_idx[col[free_idx] < cands.size - 1]
+                    step = (cands[col[movable] + 1] - cands[col[movable]]) * frac[movable]
+                ok = np.abs(gap + step) < abs(gap)  # the move brings the average closer
+                if not ok.any():
+                    break
+                k = rng.choice(np.flatnonzero(ok))
+                col[movable[k]] += 1 if gap < 0 else -1
+                b = np.where(free, cands[col], fixed_bits)
+                gap = float(frac @ b) - target
+            if abs(gap) <= tol:
+                plans.append({k: int(v) for k, v in zip(layers, b, strict=True)})
+                break
+        else:
+            raise ValueError(f"no plan within tol={tol:g} bits of avg_bits={target:g} after "
+                             f"{max_tries} tries; raise tol")
+    return plans
+
+
+# ---------------------------------------------------------------------------- the s^2/12 law
+
+
+def law_qe_ratio(bits: Any, baseline_bits: int = 8) -> np.ndarray | float:
+    """``QE_b / QE_baseline`` under the uniform-error law ``QE = s^2 / 12``.
+
+    With the step ``s = range / (2^b - 1)`` and the same range at every bit-width, the ratio is
+    exactly ``((2^baseline - 1) / (2^b - 1))^2`` (not ``4^(baseline - b)``).
+    """
+    b = np.asarray(bits, dtype=float)
+    if (b < 1).any() or (b > 16).any():
+        raise ValueError(f"bits must be in 1..16, got {bits!r}")
+    out = ((2.0**baseline_bits - 1) / (2.0**b - 1)) ** 2
+    return float(out) if out.ndim == 0 else out
+
+
+def per_bit_factor(bits: Any) -> np.ndarray | float:
+    """How many times QE grows when one bit is removed, going from ``bits + 1`` to ``bits``,
+    under the ``s^2/12`` law: ``((2^(b+1) - 1) / (2^b - 1))^2``.
+
+    5.44 for 3 -> 2 bits, 4.59 for 4 -> 3, 4.27 for 5 -> 4, tending to 4 for many bits.
+    """
+    b = np.asarray(bits, dtype=float)
+    if (b < 1).any() or (b > 15).any():
+        raise ValueError(f"bits must be in 1..15 (the bit-width after removing one), got {bits!r}")
+    out = ((2.0 ** (b + 1) - 1) / (2.0**b - 1)) ** 2
+    return float(out) if out.ndim == 0 else out
