@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import QETable, qe_table, quantize, quantizable_layers
+from . import QETable, qe_table, quantizable_layers, quantize
 
 __all__ = [
     "MEASURES",
@@ -70,7 +70,9 @@ _DEFAULT_BITS = tuple(range(2, 9))
 
 def _check_calib(calib: torch.Tensor) -> torch.Tensor:
     if not isinstance(calib, torch.Tensor):
-        raise TypeError(f"calib must be a torch.Tensor of images (N, ...), got {type(calib).__name__}")
+        raise TypeError(
+            f"calib must be a torch.Tensor of images (N, ...), got {type(calib).__name__}"
+        )
     if not calib.is_floating_point() or calib.dim() < 2 or calib.shape[0] < 1:
         raise ValueError(
             f"calib must be a float tensor (N, ...) with N >= 1 images, got dtype {calib.dtype} "
@@ -180,14 +182,24 @@ def hessian_trace(
     n_probes: int = 32,
     batch_size: int = 128,
     seed: int = 0,
+    per_layer: bool = True,
 ) -> HessianTrace:
     """Per-layer Hessian traces of the mean cross-entropy over ``calib`` (Hutchinson).
 
-    For each probe ``v`` (independent Rademacher entries on every layer's weights, drawn from a
-    generator seeded with ``seed``) one Hessian-vector product ``H v`` of the full-batch loss is
-    formed (double backward, accumulated over batches of ``batch_size``), and ``v_l . (H v)_l``
-    is an unbiased estimate of ``tr(H_ll)`` for every layer ``l`` at once (the cross-layer
-    terms have mean zero). BatchNorm uses its running statistics (``eval()``).
+    Each probe ``v`` has independent Rademacher entries on every layer's weights (a generator
+    seeded with ``seed``), and ``v_l . (H v)_l`` estimates ``tr(H_ll)`` without bias.
+
+    - ``per_layer=True`` (default, as MQBench's per-layer Hessian and HAWQ's per-block traces):
+      ``(H v)_l = H_ll v_l`` is formed for each layer alone (one second backward per layer and
+      probe through one retained gradient graph per batch), so the estimate has only the
+      layer's own variance ``2 sum_{i != j} H_ij^2``.
+    - ``per_layer=False``: one Hessian-vector product of the whole model per probe estimates
+      every layer at once; cheaper by about the number of layers, but the cross-layer blocks
+      ``v_l^T H_lk v_k`` (mean zero) add their variance, which on a trained network can swamp a
+      small block's trace.
+
+    The Hessian is that of the full-batch loss (accumulated over batches of ``batch_size``);
+    BatchNorm uses its running statistics (``eval()``).
 
     Raises:
         TypeError / ValueError: bad ``model``, ``calib``, ``labels``, ``n_probes`` (int >= 2)
@@ -202,21 +214,29 @@ def hessian_trace(
     named = quantizable_layers(work)
     ws = [m.weight for _, m in named]
     gen = torch.Generator().manual_seed(int(seed))
+    # probes[i]: (n_probes, *w_i.shape), drawn probe by probe, layer by layer
+    draws = [
+        [(torch.randint(0, 2, w.shape, generator=gen, dtype=torch.float32) * 2 - 1) for w in ws]
+        for _ in range(n_probes)
+    ]
+    probes = [torch.stack([d[i] for d in draws]).to(w) for i, w in enumerate(ws)]
+    del draws
     n = calib.shape[0]
     est = np.zeros((n_probes, len(ws)))
-    for k in range(n_probes):
-        vs = [
-            (torch.randint(0, 2, w.shape, generator=gen, dtype=torch.float32) * 2 - 1).to(w)
-            for w in ws
-        ]
-        hv = [torch.zeros_like(w) for w in ws]
-        for xb, yb in zip(calib.split(batch_size), y.split(batch_size), strict=True):
-            loss = F.cross_entropy(work(xb), yb, reduction="sum") / n
-            grads = torch.autograd.grad(loss, ws, create_graph=True)
-            dot = sum((g * v).sum() for g, v in zip(grads, vs, strict=True))
-            for acc, h in zip(hv, torch.autograd.grad(dot, ws), strict=True):
-                acc += h
-        est[k] = [float((v.double() * h.double()).sum()) for v, h in zip(vs, hv, strict=True)]
+    for xb, yb in zip(calib.split(batch_size), y.split(batch_size), strict=True):
+        loss = F.cross_entropy(work(xb), yb, reduction="sum") / n
+        grads = torch.autograd.grad(loss, ws, create_graph=True)
+        if per_layer:  # H_ll V for all probes at once: a vmap over grad_outputs, per layer
+            for i, (g, w, v) in enumerate(zip(grads, ws, probes, strict=True)):
+                (hv,) = torch.autograd.grad(g, w, grad_outputs=v, retain_graph=True,
+                                            is_grads_batched=True)
+                est[:, i] += (v.double() * hv.double()).flatten(1).sum(1).cpu().numpy()
+        else:
+            for k in range(n_probes):
+                dot = sum((g * v[k]).sum() for g, v in zip(grads, probes, strict=True))
+                hvs = torch.autograd.grad(dot, ws, retain_graph=True)
+                est[k] += [float((v[k].double() * h.double()).sum())
+                           for v, h in zip(probes, hvs, strict=True)]
     numel = np.array([w.numel() for w in ws], dtype=np.int64)
     return HessianTrace(tuple(name for name, _ in named), numel, est, n, int(seed),
                         time.perf_counter() - t0)
@@ -232,6 +252,7 @@ def hessian(
     n_probes: int = 32,
     batch_size: int = 128,
     seed: int = 0,
+    per_layer: bool = True,
     trace: HessianTrace | None = None,
 ) -> QETable:
     """HAWQ-style table: ``values[l, b] = 0.5 * tr(H_l) * QE(l, b)`` (loss units).
@@ -243,7 +264,7 @@ def hessian(
     qt = qe_table(model, bits, per_channel=per_channel)
     if trace is None:
         trace = hessian_trace(model, calib, labels=labels, n_probes=n_probes,
-                              batch_size=batch_size, seed=seed)
+                              batch_size=batch_size, seed=seed, per_layer=per_layer)
     elif not isinstance(trace, HessianTrace) or trace.layers != qt.layers:
         raise ValueError("trace must be a HessianTrace of this model (same layers)")
     tr = trace.trace
@@ -380,7 +401,7 @@ def sensitivity_table(
         return qe_table(model, bits, per_channel=per_channel)
     if calib is None:
         raise ValueError(f"measure {measure!r} needs calibration images: pass calib (N, C, H, W)")
-    allowed = {"hessian": {"n_probes", "batch_size", "seed", "trace"},
+    allowed = {"hessian": {"n_probes", "batch_size", "seed", "per_layer", "trace"},
                "fisher": {"batch_size"}, "output": {"batch_size"}}[measure]
     extra = sorted(set(options) - allowed)
     if extra:

@@ -74,6 +74,9 @@ def test_hutchinson_matches_exact_trace():
     assert np.allclose(tr.trace, exact, rtol=0.1)
     assert np.allclose(tr.running()[-1], tr.trace)
     assert np.all(tr.rel_std_error < 0.06)
+    joint = hessian_trace(model, x, labels=y, n_probes=400, seed=1, per_layer=False)
+    assert np.all(np.abs(joint.trace - exact) <= 4 * joint.std_error)
+    assert np.all(joint.std_error >= tr.std_error)  # cross-layer terms only add variance
 
 
 def test_hessian_trace_softmax_regression_closed_form():
