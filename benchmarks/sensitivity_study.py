@@ -327,7 +327,8 @@ def write(result: dict, args: argparse.Namespace) -> None:
           "## Cost of each table (wall s)", "",
           "| measure | wall s |", "|---|---:|"]
     md += [f"| {m} | {s:.2f} |" for m, s in result["wall_s_tables"].items()]
-    md += ["", f"Hutchinson: {h['n_probes']} Rademacher probes per layer on {h['n_images']} images; "
+    md += ["", f"Hutchinson: {h['n_probes']} Rademacher probes per layer on {h['n_images']} "
+           "images; "
            "relative standard error of the per-layer trace: median "
            f"{h['rel_std_error_median']:.2f},"
            f" max {h['rel_std_error_max']:.2f}; {h['n_negative']} negative estimate(s) "
