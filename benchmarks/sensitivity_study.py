@@ -48,7 +48,7 @@ from mixquant_lite.sensitivity import hessian, hessian_trace, paired_test, sensi
 ROOT = Path(__file__).resolve().parents[1]
 BITS = tuple(range(2, 9))
 DAMAGE_BITS = (2, 3, 4)
-BASE_BUDGETS = (2.5, 3.0, 3.5, 4.0)
+BUDGETS = (2.5, 3.0, 3.5, 4.0)
 DATA_MEASURES = ("hessian", "fisher", "output")
 
 
@@ -174,33 +174,38 @@ def run(args: argparse.Namespace) -> dict:
     n_l = len(layers)
 
     # 2. single-layer damage and rank correlations -----------------------------------------
+    damage_bits = tuple(args.damage_bits)
     damage = cache.get("damage")
+    if damage is not None and damage.get("bits", list(DAMAGE_BITS)) != list(damage_bits):
+        damage = None
     if damage is None:
         t0 = time.perf_counter()
-        loss_inc = np.zeros((n_l, len(DAMAGE_BITS)))
-        acc_drop = np.zeros((n_l, len(DAMAGE_BITS)))
+        loss_inc = np.zeros((n_l, len(damage_bits)))
+        acc_drop = np.zeros((n_l, len(damage_bits)))
         for i, name in enumerate(layers):
-            for j, b in enumerate(DAMAGE_BITS):
+            for j, b in enumerate(damage_bits):
                 plan = BitPlan({name: b}, {name: tables["qe"].numel[name]})
                 c, loss = _score(plan.apply(model), x_test, y_test)
                 loss_inc[i, j] = loss - fp_loss
                 acc_drop[i, j] = np.mean(fp_correct) - np.mean(c)
-        damage = {"loss_increase": loss_inc.tolist(), "top1_drop": acc_drop.tolist(),
-                  "wall_s": time.perf_counter() - t0}
+        damage = {"bits": list(damage_bits), "loss_increase": loss_inc.tolist(),
+                  "top1_drop": acc_drop.tolist(), "wall_s": time.perf_counter() - t0}
         cache.put("damage", damage)
     loss_inc = np.array(damage["loss_increase"])
     print(f"  single-layer damage: {damage['wall_s']:.1f} s", flush=True)
     rng = np.random.default_rng(args.seed)
-    cols = [BITS.index(b) for b in DAMAGE_BITS]
+    cols = [BITS.index(b) for b in damage_bits]
     rank_rows = []
     costs = {"qe (per weight)": tables["qe"].values,
              "qe x numel (budget cost)": tables["qe"].cost_matrix()}
     costs.update({m: tables[m].cost_matrix() for m in DATA_MEASURES})
     for name, cost in costs.items():
-        for j, b in enumerate(DAMAGE_BITS):
+        for j, b in enumerate(damage_bits):
             rho, lo, hi = _spearman_ci(cost[:, [cols[j]]], loss_inc[:, [j]], rng)
             rank_rows.append({"measure": name, "bits": str(b), "spearman": rho,
                               "ci_low": lo, "ci_high": hi})
+        if len(cols) == 1:
+            continue
         rho, lo, hi = _spearman_ci(cost[:, cols], loss_inc, rng)
         rank_rows.append({"measure": name, "bits": "pooled", "spearman": rho,
                           "ci_low": lo, "ci_high": hi})
@@ -218,11 +223,9 @@ def run(args: argparse.Namespace) -> dict:
 
     uniform = {b: score_plan(BitPlan.uniform(tables["qe"], b)) for b in BITS}
     fp_acc = float(np.mean(fp_correct))
-    broken = [b for b in BITS if np.mean(uniform[b]["correct"]) < fp_acc - 0.01]
-    budgets = list(BASE_BUDGETS)
-    if broken and max(broken) > max(BASE_BUDGETS):
-        top = max(broken)  # the widest uniform bit-width that still loses > 1 point
-        budgets += [float(top), top + 0.5]
+    # where per-tensor uniform breaks: the widest bit-width losing > 5 points, and the next
+    broken = [b for b in BITS if np.mean(uniform[b]["correct"]) < fp_acc - 0.05]
+    budgets = sorted(set(args.budgets))
     print(f"  uniform top-1: {({b: round(np.mean(u['correct']), 3) for b, u in uniform.items()})}"
           f"; budgets {budgets}", flush=True)
 
@@ -290,7 +293,8 @@ def run(args: argparse.Namespace) -> dict:
                        "n_negative": int((hutch.mean(0) < 0).sum())},
         "tables": {m: _table_json(t) for m, t in tables.items()},
         "uniform_top1": {str(b): float(np.mean(u["correct"])) for b, u in uniform.items()},
-        "damage_bits": list(DAMAGE_BITS),
+        "damage_bits": list(damage_bits),
+        "uniform_breaks_at": max(broken) if broken else None,
         "damage": {k: v for k, v in damage.items()},
         "rank_correlation": rank_rows,
         "budgets": budgets,
@@ -376,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hessian-images", type=int, default=64,
                     help="the first this many calibration images define the Hessian")
     ap.add_argument("--n-random", type=int, default=20)
+    ap.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS),
+                    help="average bits at which the plans are compared")
+    ap.add_argument("--damage-bits", type=int, nargs="+", default=list(DAMAGE_BITS),
+                    help="bit-widths of the single-layer damage measurement")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
