@@ -270,8 +270,8 @@ def run(args: argparse.Namespace) -> dict:
                      "avg_bits": float(np.mean([p.avg_bits for k, p in plans.items()
                                                 if k.startswith("random")])),
                      "top1": float(np.mean(rand_acc)),
-                     "plan": f"min {rand_acc.min():.3f} / median {np.median(rand_acc):.3f} / "
-                             f"max {rand_acc.max():.3f}"})
+                     "plan": f"top-1 min {100 * rand_acc.min():.1f} / median "
+                             f"{100 * np.median(rand_acc):.1f} / max {100 * rand_acc.max():.1f}"})
         print(f"  budget {avg}: " + ", ".join(f"{r['method']} {r['top1']:.3f}" for r in rows
                                                if r["budget"] == avg), flush=True)
 
@@ -288,6 +288,8 @@ def run(args: argparse.Namespace) -> dict:
                        "n_images": min(args.hessian_images, args.n_calib),
                        "probes": "Rademacher, per layer (H_ll v_l, no cross-layer terms)",
                        "trace": hutch.mean(0).tolist(),
+                       "std_error": (hutch.std(0, ddof=1) / np.sqrt(len(hutch))).tolist(),
+                       "estimates": hutch.tolist(),
                        "rel_std_error_median": float(np.median(rel_se)),
                        "rel_std_error_max": float(np.max(rel_se)),
                        "n_negative": int((hutch.mean(0) < 0).sum())},
@@ -307,6 +309,10 @@ def write(result: dict, args: argparse.Namespace) -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"sensitivity-{args.model}"
+    earlier: list[float] = []
+    if stem.with_suffix(".json").exists():  # a resumed run: keep what the earlier runs took
+        old = json.loads(stem.with_suffix(".json").read_text()).get("provenance", {})
+        earlier = old.get("earlier_runs_wall_s", []) + [old.get("wall_s_this_run")]
     result["provenance"] = {
         "command": "python benchmarks/sensitivity_study.py " + " ".join(sys.argv[1:]),
         "commit": _commit(),
@@ -315,6 +321,7 @@ def write(result: dict, args: argparse.Namespace) -> None:
                    f"{torch.get_num_threads()} thread(s)",
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s_this_run": result["wall_s"],
+        "earlier_runs_wall_s": [w for w in earlier if w is not None],
     }
     df = pd.DataFrame(result["rows"])
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.5g")
@@ -325,7 +332,9 @@ def write(result: dict, args: argparse.Namespace) -> None:
     h = result["hutchinson"]
     md = [f"# Which layers matter: {result['model']}", "",
           f"- command: `{pv['command']}`", f"- git commit: {pv['commit']}; {pv['machine']}",
-          f"- {pv['date_utc']}; wall time of this run {pv['wall_s_this_run']:.0f} s",
+          f"- {pv['date_utc']}; wall time of this run {pv['wall_s_this_run']:.0f} s"
+          + (f" (resumed from cached stages; earlier runs {pv['earlier_runs_wall_s']} s)"
+             if pv["earlier_runs_wall_s"] else ""),
           f"- FP32 top-1 {100 * result['fp32_top1']:.1f}%; {result['evaluation']}; calibration: "
           f"{result['calibration']}", f"- quantizer: {result['quantizer']}", "",
           "## Cost of each table (wall s)", "",

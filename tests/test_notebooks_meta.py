@@ -19,6 +19,7 @@ EXPECTED = [
     "03_qem_tradeoffs",
     "04_runtime_scaling",
     "05_brecq_and_mixquant",
+    "06_which_layers_matter",
 ]
 MAX_BYTES = 1_500_000
 
@@ -54,7 +55,7 @@ def test_badge_url_derivation():
                                                                    "x.ipynb")
 
 
-def test_all_five_notebooks_exist():
+def test_all_notebooks_exist():
     present = sorted(p.stem for p in NB_DIR.glob("*.ipynb"))
     assert present == EXPECTED
 
