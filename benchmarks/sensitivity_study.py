@@ -50,6 +50,7 @@ BITS = tuple(range(2, 9))
 DAMAGE_BITS = (2, 3, 4)
 BUDGETS = (2.5, 3.0, 3.5, 4.0)
 DATA_MEASURES = ("hessian", "fisher", "output")
+RUN_ID = f"{os.getpid()}@{time.time():.0f}"  # tells this run's partial writes from earlier runs
 
 
 def _commit() -> str:
@@ -173,44 +174,39 @@ def run(args: argparse.Namespace) -> dict:
     layers = tables["qe"].layers
     n_l = len(layers)
 
-    # 2. single-layer damage and rank correlations -----------------------------------------
-    damage_bits = tuple(args.damage_bits)
-    damage = cache.get("damage")
-    if damage is not None and damage.get("bits", list(DAMAGE_BITS)) != list(damage_bits):
-        damage = None
-    if damage is None:
-        t0 = time.perf_counter()
-        loss_inc = np.zeros((n_l, len(damage_bits)))
-        acc_drop = np.zeros((n_l, len(damage_bits)))
-        for i, name in enumerate(layers):
-            for j, b in enumerate(damage_bits):
-                plan = BitPlan({name: b}, {name: tables["qe"].numel[name]})
-                c, loss = _score(plan.apply(model), x_test, y_test)
-                loss_inc[i, j] = loss - fp_loss
-                acc_drop[i, j] = np.mean(fp_correct) - np.mean(c)
-        damage = {"bits": list(damage_bits), "loss_increase": loss_inc.tolist(),
-                  "top1_drop": acc_drop.tolist(), "wall_s": time.perf_counter() - t0}
-        cache.put("damage", damage)
-    loss_inc = np.array(damage["loss_increase"])
-    print(f"  single-layer damage: {damage['wall_s']:.1f} s", flush=True)
-    rng = np.random.default_rng(args.seed)
-    cols = [BITS.index(b) for b in damage_bits]
-    rank_rows = []
-    costs = {"qe (per weight)": tables["qe"].values,
-             "qe x numel (budget cost)": tables["qe"].cost_matrix()}
-    costs.update({m: tables[m].cost_matrix() for m in DATA_MEASURES})
-    for name, cost in costs.items():
-        for j, b in enumerate(damage_bits):
-            rho, lo, hi = _spearman_ci(cost[:, [cols[j]]], loss_inc[:, [j]], rng)
-            rank_rows.append({"measure": name, "bits": str(b), "spearman": rho,
-                              "ci_low": lo, "ci_high": hi})
-        if len(cols) == 1:
-            continue
-        rho, lo, hi = _spearman_ci(cost[:, cols], loss_inc, rng)
-        rank_rows.append({"measure": name, "bits": "pooled", "spearman": rho,
-                          "ci_low": lo, "ci_high": hi})
+    def summary(rows, damage, rank_rows) -> dict:
+        rel_se = hutch.std(0, ddof=1) / np.sqrt(len(hutch)) / np.abs(hutch.mean(0))
+        return {
+            "model": args.model,
+            "fp32_top1": fp_acc,
+            "calibration": f"{args.n_calib} MNIST-5k training images (seed {args.seed}), "
+                           "true labels",
+            "evaluation": "MNIST-5k test split (1,000 images)",
+            "quantizer": "per-tensor asymmetric round-to-nearest (BitPlan.apply), float "
+                         "activations, all Conv2d/Linear layers, candidates 2..8 bits",
+            "wall_s_tables": timing,
+            "hutchinson": {"n_probes": int(len(hutch)),
+                           "n_images": min(args.hessian_images, args.n_calib),
+                           "probes": "Rademacher, per layer (H_ll v_l, no cross-layer terms)",
+                           "trace": hutch.mean(0).tolist(),
+                           "std_error": (hutch.std(0, ddof=1) / np.sqrt(len(hutch))).tolist(),
+                           "estimates": hutch.tolist(),
+                           "rel_std_error_median": float(np.median(rel_se)),
+                           "rel_std_error_max": float(np.max(rel_se)),
+                           "n_negative": int((hutch.mean(0) < 0).sum())},
+            "tables": {m: _table_json(t) for m, t in tables.items()},
+            "uniform_top1": {str(b): float(np.mean(u["correct"])) for b, u in uniform.items()},
+            "damage_bits": list(args.damage_bits),
+            "uniform_breaks_at": max(broken) if broken else None,
+            "damage": damage,
+            "rank_correlation": rank_rows,
+            "budgets": budgets,
+            "rows": rows,
+            "wall_s": time.perf_counter() - t_start,
+            "complete": damage is not None,
+        }
 
-    # 3. uniform accuracies and the budgets ----------------------------------------------------
+    # 2. uniform accuracies and the budgets ----------------------------------------------------
     evals: dict[str, dict] = cache.get("evals") or {}
 
     def score_plan(plan: BitPlan) -> dict:
@@ -225,7 +221,7 @@ def run(args: argparse.Namespace) -> dict:
     fp_acc = float(np.mean(fp_correct))
     # where per-tensor uniform breaks: the widest bit-width losing > 5 points, and the next
     broken = [b for b in BITS if np.mean(uniform[b]["correct"]) < fp_acc - 0.05]
-    budgets = sorted(set(args.budgets))
+    budgets = list(dict.fromkeys(args.budgets))  # in the given order
     print(f"  uniform top-1: {({b: round(np.mean(u['correct']), 3) for b, u in uniform.items()})}"
           f"; budgets {budgets}", flush=True)
 
@@ -274,35 +270,48 @@ def run(args: argparse.Namespace) -> dict:
                              f"{100 * np.median(rand_acc):.1f} / max {100 * rand_acc.max():.1f}"})
         print(f"  budget {avg}: " + ", ".join(f"{r['method']} {r['top1']:.3f}" for r in rows
                                                if r["budget"] == avg), flush=True)
+        write(summary(rows, None, None), args)  # partial results after each budget
 
-    rel_se = hutch.std(0, ddof=1) / np.sqrt(len(hutch)) / np.abs(hutch.mean(0))
-    return {
-        "model": args.model,
-        "fp32_top1": fp_acc,
-        "calibration": f"{args.n_calib} MNIST-5k training images (seed {args.seed}), true labels",
-        "evaluation": "MNIST-5k test split (1,000 images)",
-        "quantizer": "per-tensor asymmetric round-to-nearest (BitPlan.apply), float activations,"
-                     " all Conv2d/Linear layers, candidates 2..8 bits",
-        "wall_s_tables": timing,
-        "hutchinson": {"n_probes": int(len(hutch)),
-                       "n_images": min(args.hessian_images, args.n_calib),
-                       "probes": "Rademacher, per layer (H_ll v_l, no cross-layer terms)",
-                       "trace": hutch.mean(0).tolist(),
-                       "std_error": (hutch.std(0, ddof=1) / np.sqrt(len(hutch))).tolist(),
-                       "estimates": hutch.tolist(),
-                       "rel_std_error_median": float(np.median(rel_se)),
-                       "rel_std_error_max": float(np.max(rel_se)),
-                       "n_negative": int((hutch.mean(0) < 0).sum())},
-        "tables": {m: _table_json(t) for m, t in tables.items()},
-        "uniform_top1": {str(b): float(np.mean(u["correct"])) for b, u in uniform.items()},
-        "damage_bits": list(damage_bits),
-        "uniform_breaks_at": max(broken) if broken else None,
-        "damage": {k: v for k, v in damage.items()},
-        "rank_correlation": rank_rows,
-        "budgets": budgets,
-        "rows": rows,
-        "wall_s": time.perf_counter() - t_start,
-    }
+    # 3. single-layer damage and rank correlations -----------------------------------------
+    damage_bits = tuple(args.damage_bits)
+    damage = cache.get("damage")
+    if damage is not None and damage.get("bits", list(DAMAGE_BITS)) != list(damage_bits):
+        damage = None
+    if damage is None:
+        t0 = time.perf_counter()
+        loss_inc = np.zeros((n_l, len(damage_bits)))
+        acc_drop = np.zeros((n_l, len(damage_bits)))
+        for i, name in enumerate(layers):
+            for j, b in enumerate(damage_bits):
+                plan = BitPlan({name: b}, {name: tables["qe"].numel[name]})
+                c, loss = _score(plan.apply(model), x_test, y_test)
+                loss_inc[i, j] = loss - fp_loss
+                acc_drop[i, j] = np.mean(fp_correct) - np.mean(c)
+        damage = {"bits": list(damage_bits), "loss_increase": loss_inc.tolist(),
+                  "top1_drop": acc_drop.tolist(), "wall_s": time.perf_counter() - t0}
+        cache.put("damage", damage)
+    loss_inc = np.array(damage["loss_increase"])
+    print(f"  single-layer damage: {damage['wall_s']:.1f} s", flush=True)
+    rng = np.random.default_rng(args.seed)
+    cols = [BITS.index(b) for b in damage_bits]
+    rank_rows = []
+    costs = {"qe (per weight)": tables["qe"].values,
+             "qe x numel (budget cost)": tables["qe"].cost_matrix()}
+    costs.update({m: tables[m].cost_matrix() for m in DATA_MEASURES})
+    for name, cost in costs.items():
+        for j, b in enumerate(damage_bits):
+            rho, lo, hi = _spearman_ci(cost[:, [cols[j]]], loss_inc[:, [j]], rng)
+            rank_rows.append({"measure": name, "bits": str(b), "spearman": rho,
+                              "ci_low": lo, "ci_high": hi})
+        if len(cols) == 1:
+            continue
+        rho, lo, hi = _spearman_ci(cost[:, cols], loss_inc, rng)
+        rank_rows.append({"measure": name, "bits": "pooled", "spearman": rho,
+                          "ci_low": lo, "ci_high": hi})
+
+    result = summary(rows, damage, rank_rows)
+    write(result, args)
+    return result
 
 
 def write(result: dict, args: argparse.Namespace) -> None:
@@ -312,7 +321,9 @@ def write(result: dict, args: argparse.Namespace) -> None:
     earlier: list[float] = []
     if stem.with_suffix(".json").exists():  # a resumed run: keep what the earlier runs took
         old = json.loads(stem.with_suffix(".json").read_text()).get("provenance", {})
-        earlier = old.get("earlier_runs_wall_s", []) + [old.get("wall_s_this_run")]
+        earlier = old.get("earlier_runs_wall_s", [])
+        if old.get("run_id") != RUN_ID:
+            earlier = earlier + [old.get("wall_s_this_run")]
     result["provenance"] = {
         "command": "python benchmarks/sensitivity_study.py " + " ".join(sys.argv[1:]),
         "commit": _commit(),
@@ -322,6 +333,7 @@ def write(result: dict, args: argparse.Namespace) -> None:
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s_this_run": result["wall_s"],
         "earlier_runs_wall_s": [w for w in earlier if w is not None],
+        "run_id": RUN_ID,
     }
     df = pd.DataFrame(result["rows"])
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.5g")
@@ -354,7 +366,9 @@ def write(result: dict, args: argparse.Namespace) -> None:
            "(pooled: clustered by layer).", "",
            "| measure | bits | rho | 95% CI |", "|---|---|---:|---|"]
     md += [f"| {r['measure']} | {r['bits']} | {r['spearman']:+.2f} | "
-           f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] |" for r in result["rank_correlation"]]
+           f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] |" for r in result["rank_correlation"] or []]
+    if not result["complete"]:
+        md += ["", "(partial results: the single-layer damage stage has not run yet)"]
     md += ["", "## Accuracy at matched average bits (vanilla round-to-nearest)", "",
            "Verdicts: exact McNemar test over the 1,000 test images (p < 0.05), difference in "
            "points with a paired-bootstrap 95% CI. random_pctl: share of the random plans at "
@@ -402,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_random < 1 or args.n_probes < 2 or not 1 <= args.n_calib <= 4000:
         ap.error("need --n-random >= 1, --n-probes >= 2 and --n-calib in 1..4000")
     torch.set_num_threads(args.threads)
-    write(run(args), args)
+    run(args)
     return 0
 
 
