@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> dict:
     tables: dict[str, QETable] = {}
     timing: dict[str, float] = {}
     hutch = None
-    for measure in ("qe", *DATA_MEASURES):
+    for measure in ("qe", *([] if args.reference_only else DATA_MEASURES)):
         key = f"table-{measure}-n{args.n_calib}-s{args.seed}" + (
             f"-p{args.n_probes}-h{args.hessian_images}" if measure == "hessian" else "")
         got = cache.get(key)
@@ -211,8 +211,11 @@ def run(args: argparse.Namespace) -> dict:
 
     def score_plan(plan: BitPlan) -> dict:
         k = _plan_key(plan)
+        if k not in evals:  # another process may have scored it meanwhile
+            evals.update(cache.get("evals") or {})
         if k not in evals:
             c, loss = _score(plan.apply(model), x_test, y_test)
+            evals.update(cache.get("evals") or {})  # merge, so concurrent runs keep both
             evals[k] = {"correct": c, "loss": loss}
             cache.put("evals", evals)
         return evals[k]
@@ -235,7 +238,7 @@ def run(args: argparse.Namespace) -> dict:
             plans["MixQuant"] = mixquant(tables["qe"], qem)
         except ValueError as e:
             print(f"  MixQuant at {avg}: {e}", flush=True)
-        for m in ("qe", *DATA_MEASURES):
+        for m in tables:
             plans[f"budget[{m}]"] = plan_for_budget(tables[m], avg_bits=avg)
         for s in range(args.n_random):
             r = np.random.default_rng(1000 + s)
@@ -270,7 +273,10 @@ def run(args: argparse.Namespace) -> dict:
                              f"{100 * np.median(rand_acc):.1f} / max {100 * rand_acc.max():.1f}"})
         print(f"  budget {avg}: " + ", ".join(f"{r['method']} {r['top1']:.3f}" for r in rows
                                                if r["budget"] == avg), flush=True)
-        write(summary(rows, None, None), args)  # partial results after each budget
+        if not args.reference_only:
+            write(summary(rows, None, None), args)  # partial results after each budget
+    if args.reference_only:
+        return {}
 
     # 3. single-layer damage and rank correlations -----------------------------------------
     damage_bits = tuple(args.damage_bits)
@@ -408,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--damage-bits", type=int, nargs="+", default=list(DAMAGE_BITS),
                     help="bit-widths of the single-layer damage measurement")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference-only", action="store_true",
+                    help="only score the data-free plans (uniform, MixQuant, QE budget, random) "
+                         "into the cache, e.g. in a second process while the tables are computed")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "mixquant-lite"
