@@ -129,6 +129,32 @@ def _spearman_ci(cost: np.ndarray, damage: np.ndarray, rng: np.random.Generator,
     return rho, float(lo), float(hi)
 
 
+def measure_damage(args, cache: Cache, model, qe: QETable, x_test, y_test, fp_correct,
+                   fp_loss) -> dict:
+    """Each layer quantized alone at each of ``--damage-bits``: test loss increase and top-1
+    drop, ``(layers, bits)`` each (cached)."""
+    damage_bits = tuple(args.damage_bits)
+    layers = qe.layers
+    damage = cache.get("damage")
+    if damage is not None and damage.get("bits", list(DAMAGE_BITS)) != list(damage_bits):
+        damage = None
+    if damage is None:
+        t0 = time.perf_counter()
+        loss_inc = np.zeros((len(layers), len(damage_bits)))
+        acc_drop = np.zeros((len(layers), len(damage_bits)))
+        for i, name in enumerate(layers):
+            for j, b in enumerate(damage_bits):
+                plan = BitPlan({name: b}, {name: qe.numel[name]})
+                c, loss = _score(plan.apply(model), x_test, y_test)
+                loss_inc[i, j] = loss - fp_loss
+                acc_drop[i, j] = np.mean(fp_correct) - np.mean(c)
+        damage = {"bits": list(damage_bits), "loss_increase": loss_inc.tolist(),
+                  "top1_drop": acc_drop.tolist(), "wall_s": time.perf_counter() - t0}
+        cache.put("damage", damage)
+    print(f"  single-layer damage: {damage['wall_s']:.1f} s", flush=True)
+    return damage
+
+
 def run(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     cache = Cache(Path(args.cache_dir) / args.model)
@@ -145,7 +171,8 @@ def run(args: argparse.Namespace) -> dict:
     tables: dict[str, QETable] = {}
     timing: dict[str, float] = {}
     hutch = None
-    for measure in ("qe", *([] if args.reference_only else DATA_MEASURES)):
+    helper = args.reference_only or args.damage_only  # a helper process: no data-aware tables
+    for measure in ("qe", *([] if helper else DATA_MEASURES)):
         key = f"table-{measure}-n{args.n_calib}-s{args.seed}" + (
             f"-p{args.n_probes}-h{args.hessian_images}" if measure == "hessian" else "")
         got = cache.get(key)
@@ -205,6 +232,10 @@ def run(args: argparse.Namespace) -> dict:
             "wall_s": time.perf_counter() - t_start,
             "complete": damage is not None,
         }
+
+    if args.damage_only:
+        measure_damage(args, cache, model, tables["qe"], x_test, y_test, fp_correct, fp_loss)
+        return {}
 
     # 2. uniform accuracies and the budgets ----------------------------------------------------
     evals: dict[str, dict] = cache.get("evals") or {}
@@ -280,24 +311,9 @@ def run(args: argparse.Namespace) -> dict:
 
     # 3. single-layer damage and rank correlations -----------------------------------------
     damage_bits = tuple(args.damage_bits)
-    damage = cache.get("damage")
-    if damage is not None and damage.get("bits", list(DAMAGE_BITS)) != list(damage_bits):
-        damage = None
-    if damage is None:
-        t0 = time.perf_counter()
-        loss_inc = np.zeros((n_l, len(damage_bits)))
-        acc_drop = np.zeros((n_l, len(damage_bits)))
-        for i, name in enumerate(layers):
-            for j, b in enumerate(damage_bits):
-                plan = BitPlan({name: b}, {name: tables["qe"].numel[name]})
-                c, loss = _score(plan.apply(model), x_test, y_test)
-                loss_inc[i, j] = loss - fp_loss
-                acc_drop[i, j] = np.mean(fp_correct) - np.mean(c)
-        damage = {"bits": list(damage_bits), "loss_increase": loss_inc.tolist(),
-                  "top1_drop": acc_drop.tolist(), "wall_s": time.perf_counter() - t0}
-        cache.put("damage", damage)
+    damage = measure_damage(args, cache, model, tables["qe"], x_test, y_test, fp_correct,
+                            fp_loss)
     loss_inc = np.array(damage["loss_increase"])
-    print(f"  single-layer damage: {damage['wall_s']:.1f} s", flush=True)
     rng = np.random.default_rng(args.seed)
     cols = [BITS.index(b) for b in damage_bits]
     rank_rows = []
@@ -414,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--damage-bits", type=int, nargs="+", default=list(DAMAGE_BITS),
                     help="bit-widths of the single-layer damage measurement")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--damage-only", action="store_true",
+                    help="only measure the single-layer damage into the cache (a helper process)")
     ap.add_argument("--reference-only", action="store_true",
                     help="only score the data-free plans (uniform, MixQuant, QE budget, random) "
                          "into the cache, e.g. in a second process while the tables are computed")
