@@ -87,3 +87,13 @@ def test_torchvision_pretrained_offline_never_falls_back(tmp_path, monkeypatch, 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(PretrainedUnavailableError, match="pretrained=False"):
         torchvision_resnet("resnet18", pretrained=True)
+
+
+def test_train_refuses_unknown_model_and_bad_sizes():
+    from mixquant_lite.train import MODELS, train
+
+    assert set(MODELS) == {"resnet20", "mobilenetv2"}
+    with pytest.raises(ValueError, match="model_name must be one of"):
+        train(model_name="vgg16")
+    with pytest.raises(ValueError, match="epochs and batch_size"):
+        train(epochs=0, model_name="mobilenetv2")
