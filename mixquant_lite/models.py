@@ -1,4 +1,4 @@
-"""Models: the offline ResNet-20 for MNIST-5k and torchvision ResNets for the Colab path.
+"""Models: the offline ResNet-20 and MobileNetV2 for MNIST-5k, torchvision ResNets for Colab.
 
 ResNet-20 (He et al. 2016, CIFAR variant: 3 stages x 3 basic blocks, 16/32/64 channels) is
 assembled from torchvision's :class:`~torchvision.models.resnet.BasicBlock` and keeps
@@ -6,6 +6,14 @@ torchvision's attribute names (``conv1``, ``bn1``, ``layer1..3``, ``fc``), so th
 and BRECQ code has one block-handling path for it and for ``torchvision.models.resnet*``.
 Differences from the CIFAR original: 1 input channel (28x28 digits) and 1x1-conv projection
 shortcuts (torchvision's ``downsample``) instead of zero padding.
+
+MobileNetV2 (Sandler et al. 2018) is torchvision's own :class:`~torchvision.models.MobileNetV2`
+built from its :class:`~torchvision.models.mobilenetv2.InvertedResidual` blocks, shrunk for
+1x28x28 digits: five inverted-residual stages (expansion t, channels c, repeats n, stride s)
+``[1,16,1,1], [6,24,2,2], [6,32,2,2], [6,64,2,1], [6,96,1,1]`` and the stem replaced by a
+stride-1 ``Conv2d(1, 32, 3)``, so a 28x28 image ends at 7x7 before the 1x1 head conv (1280
+channels) and the classifier. About 0.32 M parameters; its depthwise 3x3 convolutions (few
+weights, wide per-channel ranges) are the layers where per-tensor low-bit grids hurt most.
 """
 from __future__ import annotations
 
@@ -16,11 +24,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.resnet import BasicBlock
 
 __all__ = [
     "ResNet20",
     "resnet20",
+    "mobilenetv2_mnist",
+    "MOBILENETV2_MNIST_SETTING",
     "load_pretrained",
     "torchvision_resnet",
     "TORCHVISION_RESNETS",
@@ -80,6 +91,33 @@ def resnet20(num_classes: int = 10, in_channels: int = 1) -> ResNet20:
     return ResNet20(num_classes=num_classes, in_channels=in_channels)
 
 
+MOBILENETV2_MNIST_SETTING: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 2, 2),
+    (6, 64, 2, 1),
+    (6, 96, 1, 1),
+)
+"""Inverted-residual stages ``(t, c, n, s)`` of the small MobileNetV2 (torchvision's format)."""
+
+
+def mobilenetv2_mnist(num_classes: int = 10, in_channels: int = 1) -> MobileNetV2:
+    """A randomly initialised small torchvision ``MobileNetV2`` for ``(N, in_channels, 28, 28)``.
+
+    torchvision's model with :data:`MOBILENETV2_MNIST_SETTING` and its stride-2 RGB stem conv
+    replaced by a stride-1 ``Conv2d(in_channels, 32, 3, padding=1)`` (Kaiming-normal init, as
+    torchvision initialises its convs). Returns logits ``(N, num_classes)``.
+    """
+    model = MobileNetV2(
+        num_classes=num_classes,
+        inverted_residual_setting=[list(r) for r in MOBILENETV2_MNIST_SETTING],
+    )
+    stem = nn.Conv2d(in_channels, 32, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(stem.weight, mode="fan_out")
+    model.features[0][0] = stem
+    return model
+
+
 def data_dir() -> Path:
     """Folder holding the shipped checkpoints and ``MANIFEST.json``.
 
@@ -102,7 +140,7 @@ def load_manifest(folder: Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-_ARCHS = {"resnet20": resnet20}
+_ARCHS = {"resnet20": resnet20, "mobilenetv2_mnist": mobilenetv2_mnist}
 
 
 def load_pretrained(name: str = "resnet20-mnist5k", *, folder: Path | None = None) -> nn.Module:

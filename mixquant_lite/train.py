@@ -1,10 +1,11 @@
-"""Train the shipped ResNet-20 on MNIST-5k and write its checkpoint and manifest entry.
+"""Train a shipped MNIST-5k model and write its checkpoint and manifest entry.
 
-    OMP_NUM_THREADS=1 python -m mixquant_lite.train   # 20 epochs, ~5-9 min on 2 CPU cores
+    OMP_NUM_THREADS=1 python -m mixquant_lite.train   # ResNet-20, 20 epochs, ~5-9 min on 2 cores
+    OMP_NUM_THREADS=1 python -m mixquant_lite.train --model mobilenetv2 --epochs 9 --batch-size 64
 
 Seeded (torch, numpy), single process. Augmentation: random shifts of up to 2 pixels (crop of
 a background-padded image). SGD with momentum 0.9, Nesterov, weight decay 5e-4, one-cycle
-cosine learning rate peaking at 0.1, batch 128.
+cosine learning rate peaking at 0.1, batch 128 (ResNet-20) or as given.
 """
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from tqdm.auto import tqdm
 
 from .data import mnist5k, mnist5k_loader
 from .evaluate import evaluate
-from .models import data_dir, resnet20
+from .models import data_dir, mobilenetv2_mnist, resnet20
+
+# --model value -> (architecture key in the manifest, builder, default checkpoint name)
+MODELS = {
+    "resnet20": ("resnet20", resnet20, "resnet20-mnist5k"),
+    "mobilenetv2": ("mobilenetv2_mnist", mobilenetv2_mnist, "mobilenetv2-mnist5k"),
+}
 
 
 def _random_shift(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -36,13 +43,18 @@ def _random_shift(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.
     return xp[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
-def train(epochs: int = 20, seed: int = 0, lr: float = 0.1, batch_size: int = 128):
-    """Train and return ``(model, test_accuracy)``."""
+def train(epochs: int = 20, seed: int = 0, lr: float = 0.1, batch_size: int = 128,
+          model_name: str = "resnet20") -> tuple[torch.nn.Module, float]:
+    """Train ``model_name`` (a key of :data:`MODELS`); return ``(model, test_accuracy)``."""
+    if model_name not in MODELS:
+        raise ValueError(f"model_name must be one of {sorted(MODELS)}, got {model_name!r}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     torch.manual_seed(seed)
     np.random.seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = mnist5k("train").tensors
-    model = resnet20()
+    model = MODELS[model_name][1]()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-4)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
@@ -61,15 +73,30 @@ def train(epochs: int = 20, seed: int = 0, lr: float = 0.1, batch_size: int = 12
     return model, evaluate(model, mnist5k_loader("test"))
 
 
+def _command(args: argparse.Namespace) -> str:
+    cmd = "python -m mixquant_lite.train"
+    if args.model != "resnet20":
+        cmd += f" --model {args.model}"
+    cmd += f" --epochs {args.epochs}"
+    if args.batch_size != 128:
+        cmd += f" --batch-size {args.batch_size}"
+    return cmd + f" --seed {args.seed}"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), default="resnet20")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=data_dir())
-    ap.add_argument("--name", default="resnet20-mnist5k")
+    ap.add_argument("--name", default=None, help="checkpoint name (default: <model>-mnist5k)")
     args = ap.parse_args(argv)
+    arch, _, default_name = MODELS[args.model]
+    args.name = args.name or default_name
     t0 = time.perf_counter()
-    model, acc = train(args.epochs, args.seed)
+    model, acc = train(args.epochs, args.seed, batch_size=args.batch_size,
+                       model_name=args.model)
     seconds = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     file = f"{args.name}.pt"
@@ -80,10 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest.setdefault("checkpoints", {})[args.name] = {
         "file": file,
-        "arch": "resnet20",
+        "arch": arch,
         "sha256": hashlib.sha256((args.out / file).read_bytes()).hexdigest(),
         "test_top1": round(acc, 4),
-        "trained_with": f"python -m mixquant_lite.train --epochs {args.epochs} --seed {args.seed}",
+        "trained_with": _command(args),
         "train_seconds": round(seconds, 1),
         "torch": torch.__version__,
     }

@@ -21,6 +21,7 @@ EXPECTED = [
     "03_qem_tradeoffs",
     "04_runtime_scaling",
     "05_brecq_and_mixquant",
+    "06_which_layers_matter",
     "07_brecq_opened_up",
 ]
 MAX_BYTES = 1_500_000
