@@ -98,7 +98,12 @@ BRECQ_BITS = (4, 3, 2)
 # A mixed target between uniform points, where MixQuant's plan is not a uniform one.
 BRECQ_BETWEEN = (2.5,)
 QEM_GRID = tuple(float(2**k) for k in range(1, 15))  # 2 .. 16384
-MNIST_MODELS = ("resnet20-mnist5k", "resnet20")
+# Offline models: name accepted -> (checkpoint in data/, builder name in models.py for tests)
+_MNIST = {"resnet20-mnist5k": ("resnet20-mnist5k", "resnet20"),
+          "resnet20": ("resnet20-mnist5k", "resnet20"),
+          "mobilenetv2-mnist5k": ("mobilenetv2-mnist5k", "mobilenetv2_mnist"),
+          "mobilenetv2": ("mobilenetv2-mnist5k", "mobilenetv2_mnist")}
+MNIST_MODELS = tuple(_MNIST)
 
 
 # ---------------------------------------------------------------------------- data and model
@@ -117,21 +122,22 @@ class _Setup:
 
 def _mnist_setup(model_name: str, pretrained: bool, n_calib: int, seed: int,
                  batch_size: int) -> _Setup:
+    from . import models
     from .data import calibration_batch, mnist5k_loader
-    from .models import load_pretrained, resnet20
 
-    if model_name not in MNIST_MODELS:
+    if model_name not in _MNIST:
         raise ValueError(
-            f"dataset 'mnist5k' goes with model {MNIST_MODELS[0]!r}, got {model_name!r}"
+            f"dataset 'mnist5k' goes with one of the models {sorted(_MNIST)}, got {model_name!r}"
         )
+    tag, builder = _MNIST[model_name]
     if pretrained:
-        model = load_pretrained("resnet20-mnist5k")
+        model = models.load_pretrained(tag)
     else:  # random weights (tests only), seeded without touching the global generator
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = resnet20().eval()
+            model = getattr(models, builder)().eval()
     return _Setup(
-        model=model, calib=calibration_batch(n_calib, seed), model_tag="resnet20-mnist5k",
+        model=model, calib=calibration_batch(n_calib, seed), model_tag=tag,
         loader=mnist5k_loader("test", batch_size=batch_size), dataset_tag="mnist5k",
         eval_desc="MNIST-5k test split (1,000 images)",
         calib_desc=f"{n_calib} MNIST-5k training images (seed {seed})",

@@ -46,7 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import QETable, qe_table, quantizable_layers, quantize
+from .layers import quantizable_layers, weight_of
+from .quant import fake_quantize
+from .table import QETable, qe_table
 
 __all__ = [
     "MEASURES",
@@ -99,7 +101,7 @@ def _working_copy(model: nn.Module, calib: torch.Tensor) -> nn.Module:
     for p in work.parameters():
         p.requires_grad_(False)
     for _, m in quantizable_layers(work):
-        m.weight.requires_grad_(True)
+        weight_of(m).requires_grad_(True)
     return work
 
 
@@ -121,7 +123,7 @@ def _labels(work: nn.Module, calib: torch.Tensor, labels, batch_size: int) -> to
 def _weight_errors(w: torch.Tensor, bits: tuple[int, ...], per_channel: bool) -> torch.Tensor:
     """``(W - Q_b(W))^2`` for every ``b``: float32 ``(len(bits), *w.shape)``."""
     w = w.detach().float()
-    return torch.stack([(w - quantize(w, b, per_channel=per_channel)) ** 2 for b in bits])
+    return torch.stack([(w - fake_quantize(w, b, per_channel=per_channel)) ** 2 for b in bits])
 
 
 # ------------------------------------------------------------------------------ Hessian
@@ -212,7 +214,7 @@ def hessian_trace(
     work = _working_copy(model, calib)
     y = _labels(work, calib, labels, batch_size)
     named = quantizable_layers(work)
-    ws = [m.weight for _, m in named]
+    ws = [weight_of(m) for _, m in named]
     gen = torch.Generator().manual_seed(int(seed))
     # probes[i]: (n_probes, *w_i.shape), drawn probe by probe, layer by layer
     draws = [
@@ -233,7 +235,8 @@ def hessian_trace(
                 est[:, i] += (v.double() * hv.double()).flatten(1).sum(1).cpu().numpy()
         else:
             for k in range(n_probes):
-                dot = sum((g * v[k]).sum() for g, v in zip(grads, probes, strict=True))
+                dots = [(g * v[k]).sum() for g, v in zip(grads, probes, strict=True)]
+                dot = torch.stack(dots).sum()
                 hvs = torch.autograd.grad(dot, ws, retain_graph=True)
                 est[k] += [float((v[k].double() * h.double()).sum())
                            for v, h in zip(probes, hvs, strict=True)]
@@ -305,7 +308,7 @@ def fisher(
     y = _labels(work, calib, labels, batch_size)
     named = quantizable_layers(work)
     keys = [f"{name}.weight" for name, _ in named]
-    weights = {k: m.weight.detach() for k, (_, m) in zip(keys, named, strict=True)}
+    weights = {k: weight_of(m).detach() for k, (_, m) in zip(keys, named, strict=True)}
     state = {k: v.detach() for k, v in work.state_dict(keep_vars=True).items()}
 
     def loss_one(wd: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -323,7 +326,7 @@ def fisher(
     n = calib.shape[0]
     values = np.empty((len(keys), len(qt.bits)))
     for i, (k, (_, m)) in enumerate(zip(keys, named, strict=True)):
-        err = _weight_errors(m.weight, qt.bits, per_channel).double()  # (nb, *shape)
+        err = _weight_errors(weight_of(m), qt.bits, per_channel).double()  # (nb, *shape)
         values[i] = 0.5 * (err * (sq[k] / n)).flatten(1).sum(1).cpu().numpy()
     return QETable(qt.layers, qt.bits, dict(qt.numel), values, per_channel, measure="fisher")
 
@@ -355,10 +358,10 @@ def output(
     with torch.no_grad():
         ref = [F.log_softmax(work(x).double(), 1) for x in batches]
         for i, (_, m) in enumerate(named):
-            orig = m.weight.detach().clone()
+            orig = weight_of(m).detach().clone()
             try:
                 for j, b in enumerate(qt.bits):
-                    m.weight.copy_(quantize(orig, b, per_channel=per_channel))
+                    weight_of(m).copy_(fake_quantize(orig, b, per_channel=per_channel))
                     kl = sum(
                         F.kl_div(F.log_softmax(work(x).double(), 1), lp, log_target=True,
                                  reduction="sum").item()
@@ -366,7 +369,7 @@ def output(
                     )
                     values[i, j] = max(kl / calib.shape[0], 0.0)  # KL >= 0; clip -1e-17 noise
             finally:
-                m.weight.copy_(orig)
+                weight_of(m).copy_(orig)
     return QETable(qt.layers, qt.bits, dict(qt.numel), values, per_channel, measure="output")
 
 

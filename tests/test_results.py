@@ -177,3 +177,16 @@ def test_cli_arguments_and_run(monkeypatch, tmp_path, capsys):
     assert results.run(args) == 0
     assert seen["quick"] and seen["iters"] == 7 and seen["dataset"] == "imagenet:/data/val"
     assert "| table |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_second_offline_model(tmp_path):
+    """`reproduce --model mobilenetv2-mnist5k`: the same table for the MobileNetV2 testbed,
+    its InvertedResidual blocks reconstructed as BRECQ units."""
+    df = results.reproduce("mobilenetv2-mnist5k", out_dir=tmp_path, pretrained=False,
+                           command="pytest", **TINY)
+    assert (tmp_path / "mnist5k-mobilenetv2-mnist5k.csv").is_file()
+    assert df.attrs["provenance"]["model"] == "mobilenetv2-mnist5k"
+    assert {"BRECQ", "MixQuant + BRECQ", "budget + BRECQ"} <= set(df["method"])
+    with pytest.raises(ValueError, match="mobilenetv2-mnist5k"):
+        results.reproduce("vgg11", out_dir=tmp_path, pretrained=False, **TINY)
