@@ -404,9 +404,15 @@ def _paired_markdown(paired: list[dict[str, Any]]) -> list[str]:
     for p in paired:
         lines.append(
             f"| {p['kind']} | {p['section']} | {p['label_a']} | {p['label_b']} | "
-            f"{p['acc_a']:.1f} | {p['acc_b']:.1f} | {p['diff']:+.1f} | "
-            f"[{p['ci_low']:+.1f}, {p['ci_high']:+.1f}] | {p['only_a']} / {p['only_b']} | "
+            f"{p['acc_a']:.1f} | {p['acc_b']:.1f} | {p['diff']:+.2f} | "
+            f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] | {p['only_a']} / {p['only_b']} | "
             f"{p['p_value']:.3g} | {p['verdict']} |")
+    border = [p for p in paired if p["verdict"] == TIE and (p["ci_low"] > 0 or p["ci_high"] < 0)]
+    if border:
+        lines += ["", f"{len(border)} pair(s) have an (approximate) interval that just excludes "
+                  "0 while the exact test does not reject: borderline differences, reported as "
+                  "ties (" + "; ".join(f"{p['label_a']} vs {p['label_b']}" for p in border)
+                  + ")."]
     return lines
 
 
