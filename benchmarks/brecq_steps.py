@@ -9,6 +9,10 @@ correctness vector is stored so that points can be compared with a paired test.
 
     python benchmarks/brecq_steps.py                       # 0 200 1000 5000 20000 steps
     python benchmarks/brecq_steps.py --steps 0 200 1000    # a subset
+    python benchmarks/brecq_steps.py --render-only         # re-write the md from the JSON
+
+The md also compares every point with the 200-step point (quick mode's setting), image by
+image: exact McNemar test and Newcombe 95% interval (:func:`mixquant_lite.stats.paired_compare`).
 """
 from __future__ import annotations
 
@@ -26,9 +30,11 @@ from mixquant_lite.data import calibration_batch, mnist5k_loader
 from mixquant_lite.models import load_pretrained
 from mixquant_lite.plan import BitPlan
 from mixquant_lite.recon import brecq, fold_bn
+from mixquant_lite.stats import paired_compare
 from mixquant_lite.table import qe_table
 
 ROOT = Path(__file__).resolve().parents[1]
+REF_STEPS = 200  # quick mode's setting: the point every other one is compared with
 
 
 def _commit() -> str:
@@ -51,6 +57,58 @@ def _correct(model: torch.nn.Module, loader) -> list[int]:
     return out
 
 
+def _render(data: dict, out: Path, bits: int, n_calib: int) -> None:
+    """Write ``<out>.md`` from the stored points (table, then the paired tests)."""
+    rows = sorted(data["points"].values(), key=lambda p: p["steps"])
+    lines = [
+        f"# BRECQ W{bits} (first/last 8), A32, ResNet-20 on MNIST-5k: "
+        "accuracy vs steps per unit",
+        "",
+        f"{n_calib} calibration images, batch 32, seed 0; the loss is the sum over units of "
+        "the mean squared error per output element on the calibration set after rounding "
+        "(before = round-to-nearest on the same grid).",
+        "",
+        "| steps per unit | top-1 % | loss after (sum over units) | loss before | wall s "
+        "| commit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in rows:
+        lines.append(f"| {p['steps']} | {p['top1']:.1f} | {p['loss_after_sum']:.4g} | "
+                     f"{p['loss_before_sum']:.4g} | {p['wall_s']:.0f} | {p['commit']} |")
+    ref = data["points"].get(str(REF_STEPS))
+    lines += ["", f"## Each point against {REF_STEPS} steps (quick mode), image by image", ""]
+    if ref is None:
+        lines.append(f"No {REF_STEPS}-step point stored: nothing to compare with.")
+    else:
+        lines += [
+            f"Same {len(ref['correct'])} test images: difference in top-1 (points) with its 95% "
+            "confidence interval (Newcombe's score interval for paired proportions), the "
+            f"discordant images (only this point right / only {REF_STEPS} steps right), the "
+            "exact McNemar p-value and the verdict (a difference is named only when p < 0.05).",
+            "",
+            f"| steps per unit | top-1 % | {REF_STEPS} steps top-1 % | difference | 95% CI "
+            "| only this / only ref | McNemar p | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        borderline = []
+        for p in rows:
+            if p["steps"] == REF_STEPS:
+                continue
+            c = paired_compare(p["correct"], ref["correct"],
+                               labels=(f"{p['steps']} steps", f"{REF_STEPS} steps"))
+            lines.append(f"| {p['steps']} | {c.acc_a:.1f} | {c.acc_b:.1f} | {c.diff:+.2f} | "
+                         f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}] | {c.only_a} / {c.only_b} | "
+                         f"{c.p_value:.3g} | {c.verdict} |")
+            if c.is_tie and (c.ci_low > 0 or c.ci_high < 0):
+                borderline.append(str(p["steps"]))
+        if borderline:
+            lines += ["", f"At {', '.join(borderline)} steps the (approximate) interval just "
+                      "excludes 0 while the exact test does not reject at 0.05: a borderline "
+                      "difference, reported as a tie."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[0, 200, 1000, 5000, 20000])
@@ -58,9 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-calib", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results" / "brecq-steps-resnet20-mnist5k"))
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-write <out>.md from the stored <out>.json; runs no BRECQ")
     args = ap.parse_args(argv)
     if any(s < 0 for s in args.steps):
         ap.error("--steps must be >= 0")
+    out = Path(args.out)
+    store = out.with_suffix(".json")
+    if args.render_only:
+        if not store.is_file():
+            ap.error(f"--render-only needs {store}")
+        _render(json.loads(store.read_text()), out, args.bits, args.n_calib)
+        return 0
     torch.set_num_threads(args.threads)  # a script: the process is ours
 
     model = load_pretrained("resnet20-mnist5k")
@@ -72,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = calibration_batch(args.n_calib, 0)
     loader = mnist5k_loader("test", batch_size=500)
 
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    store = out.with_suffix(".json")
     data = json.loads(store.read_text()) if store.exists() else {"points": {}}
     for steps in args.steps:
         if str(steps) in data["points"]:
@@ -102,24 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{steps} steps: top-1 {p['top1']:.1f} %, loss {p['loss_after_sum']:.4g}, "
               f"{wall:.0f} s", flush=True)
 
-    rows = sorted(data["points"].values(), key=lambda p: p["steps"])
-    lines = [
-        f"# BRECQ W{args.bits} (first/last 8), A32, ResNet-20 on MNIST-5k: "
-        "accuracy vs steps per unit",
-        "",
-        f"{args.n_calib} calibration images, batch 32, seed 0; the loss is the sum over units of "
-        "the mean squared error per output element on the calibration set after rounding "
-        "(before = round-to-nearest on the same grid).",
-        "",
-        "| steps per unit | top-1 % | loss after (sum over units) | loss before | wall s "
-        "| commit |",
-        "|---|---|---|---|---|---|",
-    ]
-    for p in rows:
-        lines.append(f"| {p['steps']} | {p['top1']:.1f} | {p['loss_after_sum']:.4g} | "
-                     f"{p['loss_before_sum']:.4g} | {p['wall_s']:.0f} | {p['commit']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _render(data, out, args.bits, args.n_calib)
     return 0
 
 

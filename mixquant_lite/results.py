@@ -52,6 +52,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -72,9 +73,13 @@ from .layers import first_last_layers, quantizable_layers, weight_of
 from .plan import BitPlan
 from .recon import brecq, fold_bn
 from .search import mixquant, plan_for_budget, qem_for_budget
+from .stats import TIE, paired_compare
 from .table import QETable, qe_table
 
-__all__ = ["reproduce", "add_arguments", "run", "QUICK", "FULL", "COLUMNS"]
+__all__ = [
+    "reproduce", "render_markdown", "paired_comparisons", "add_arguments", "run", "QUICK",
+    "FULL", "COLUMNS",
+]
 
 COLUMNS = [
     "section", "search", "quantizer", "qem", "weight_bits", "act_bits", "weight_MB", "top1",
@@ -265,7 +270,162 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _markdown(df: pd.DataFrame, prov: dict[str, Any]) -> str:
+# ---------------------------------------------------------------------------- paired tests
+
+PAIRED_ALPHA = 0.05
+_POINT = re.compile(r"W(\d+(?:\.\d+)?)")
+
+
+def _search_quantizer(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``search`` and ``quantizer`` columns; a table stored before they existed
+    has only the v0.1 ``method`` label (``"MixQuant + BRECQ"``, ``"vanilla"``, ``"FP32"``),
+    from which they are derived."""
+    if {"search", "quantizer"} <= set(df.columns):
+        return df
+    if "method" not in df.columns:
+        raise ValueError("the results table needs 'search' and 'quantizer' (or 'method') columns")
+    df = df.copy()
+    method = df["method"].astype(str)
+    mixed = method.str.contains(" + ", regex=False)
+    df["search"] = np.where(mixed, method.str.split(" + ", n=1, regex=False).str[0],
+                            np.where(method == "FP32", "none", "uniform"))
+    df["quantizer"] = np.where(mixed, method.str.split(" + ", n=1, regex=False).str[-1], method)
+    return df
+
+
+def _same_act(df: pd.DataFrame, act: Any) -> pd.Series:
+    return df["act_bits"].isna() if pd.isna(act) else df["act_bits"] == act
+
+
+def _reference_row(df: pd.DataFrame, i: int) -> int | None:
+    """Index of the uniform row that row ``i``'s ``compare_to`` names (same section, quantizer
+    and activation setting, uniform bit-width as in the label), or ``None`` when the label is a
+    target with no uniform row (``"W2.5 target (2.516)"``)."""
+    r = df.loc[i]
+    label = r["compare_to"]
+    if pd.isna(label) or "target" in str(label):
+        return None
+    m = _POINT.search(str(label))
+    if m is None:
+        return None
+    x = float(m.group(1))
+    cands = df[(df["section"] == r["section"]) & (df["search"] == "uniform")
+               & (df["quantizer"] == r["quantizer"]) & _same_act(df, r["act_bits"])]
+    if cands.empty:
+        return None
+    j = int((cands["weight_bits"] - x).abs().idxmin())
+    # first/last at 8 bits put the uniform "W4" row at 4.012 bits: within half a bit of x
+    return j if abs(float(df.loc[j, "weight_bits"]) - x) < 0.5 else None
+
+
+def _budget_row(df: pd.DataFrame, i: int) -> int | None:
+    """Index of the budget plan made at the same point as MixQuant row ``i``: the first later
+    row of the same section, quantizer, activation setting and ``compare_to``."""
+    r = df.loc[i]
+    later = df.loc[i + 1:]
+    hit = later[(later["search"] == "budget") & (later["section"] == r["section"])
+                & (later["quantizer"] == r["quantizer"]) & _same_act(later, r["act_bits"])
+                & (later["compare_to"].fillna("") == ("" if pd.isna(r["compare_to"])
+                                                      else r["compare_to"]))]
+    return None if hit.empty else int(hit.index[0])
+
+
+def _row_label(r: pd.Series) -> str:
+    act = "" if pd.isna(r["act_bits"]) else f" A{int(r['act_bits'])}"
+    return f"{method_label(str(r['search']), str(r['quantizer']))} W{r['weight_bits']:.3f}{act}"
+
+
+def paired_comparisons(df: pd.DataFrame, masks: list[str],
+                       alpha: float = PAIRED_ALPHA) -> list[dict[str, Any]]:
+    """The paired tests of a results table, from the per-image correctness of its rows.
+
+    Two kinds, in table order: every row with a ``compare_to`` reference against that uniform
+    row (``kind="vs uniform"``; rows whose reference is a target with no uniform row are left
+    out), and every MixQuant row against the budget plan made at the same point
+    (``kind="MixQuant vs budget"``). Each is :func:`mixquant_lite.stats.paired_compare` with
+    A = the first row, B = the second (exact McNemar test, Newcombe interval at ``1 - alpha``).
+
+    Args:
+        df: the table (``results/<stem>.csv``), one row per quantized model.
+        masks: per-image correctness of each row, in row order (``"0"``/``"1"`` strings, the
+            ``per_image_correct`` list of ``results/<stem>.json``).
+
+    Returns:
+        One dict per pair: ``kind``, ``section``, ``row_a``, ``row_b`` (row positions in the
+        table), ``matched`` (row A's ``matched`` entry, ``None`` for MixQuant vs budget), then
+        the :class:`~mixquant_lite.stats.PairedComparison` fields (points, p-value, verdict).
+    """
+    if len(masks) != len(df):
+        raise ValueError(f"masks must hold one entry per row of df: {len(masks)} vs {len(df)}")
+    df = _search_quantizer(df.reset_index(drop=True))
+    pairs: list[tuple[str, int, int]] = []
+    for i in range(len(df)):
+        j = _reference_row(df, i)
+        if j is not None and j != i:
+            pairs.append(("vs uniform", i, j))
+    for i in df.index[df["search"] == "MixQuant"]:
+        j = _budget_row(df, int(i))
+        if j is not None:
+            pairs.append(("MixQuant vs budget", int(i), j))
+    out = []
+    for kind, i, j in pairs:
+        a, b = df.loc[i], df.loc[j]
+        cmp = paired_compare(masks[i], masks[j], labels=(_row_label(a), _row_label(b)),
+                             alpha=alpha)
+        matched = None if kind != "vs uniform" or pd.isna(a["matched"]) else str(a["matched"])
+        out.append(dict(kind=kind, section=str(a["section"]), row_a=i, row_b=j,
+                        matched=matched, **cmp.to_dict()))
+    return out
+
+
+def _paired_markdown(paired: list[dict[str, Any]]) -> list[str]:
+    if not paired:
+        return []
+    n = paired[0]["n"]
+    level = f"{100 * (1 - paired[0]['alpha']):.0f}%"
+    ties = sum(p["verdict"] == TIE for p in paired)
+    lines = [
+        "",
+        "## Paired comparisons",
+        "",
+        f"Every row with a `compare_to` reference against that uniform row, and every MixQuant "
+        f"plan against the budget plan at the same point, on the same {n} test images "
+        "(`mixquant_lite.stats.paired_compare` on the per-image correctness stored in the "
+        f".json): accuracies (%), difference A - B (points) with its {level} confidence "
+        "interval (Newcombe's score interval for paired proportions), the discordant images "
+        "(only A right / only B right), the exact McNemar p-value and the verdict: a "
+        f"difference is named only when p < {paired[0]['alpha']:g}, otherwise it is a tie "
+        "inside the noise. Rows whose plan is the same as the other's have no discordant "
+        "image. A row whose `compare_to` is a target with no uniform row is compared with its "
+        "budget plan only.",
+        "",
+        f"{len(paired)} pairs: {sum(p['verdict'] == p['label_a'] + ' better' for p in paired)} "
+        f"A better, {sum(p['verdict'] == p['label_b'] + ' better' for p in paired)} B better, "
+        f"{ties} ties.",
+        "",
+        f"| kind | section | A | B | A top1 | B top1 | A - B | {level} CI | only A / only B "
+        "| McNemar p | verdict |",
+        "|---|---|---|---|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for p in paired:
+        lines.append(
+            f"| {p['kind']} | {p['section']} | {p['label_a']} | {p['label_b']} | "
+            f"{p['acc_a']:.1f} | {p['acc_b']:.1f} | {p['diff']:+.2f} | "
+            f"[{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] | {p['only_a']} / {p['only_b']} | "
+            f"{p['p_value']:.3g} | {p['verdict']} |")
+    border = [p for p in paired if p["verdict"] == TIE and (p["ci_low"] > 0 or p["ci_high"] < 0)]
+    if border:
+        lines += ["", f"{len(border)} pair(s) have an (approximate) interval that just excludes "
+                  "0 while the exact test does not reject: borderline differences, reported as "
+                  "ties (" + "; ".join(f"{p['label_a']} vs {p['label_b']}" for p in border)
+                  + ")."]
+    return lines
+
+
+def _markdown(df: pd.DataFrame, prov: dict[str, Any],
+              paired: list[dict[str, Any]] | None = None) -> str:
+    # a table stored before the search/quantizer split keeps its own columns
+    cols = COLUMNS if set(COLUMNS) <= set(df.columns) else list(df.columns)
     lines = [
         f"# Results: {prov['model']} on {prov['dataset']}",
         "",
@@ -278,12 +438,12 @@ def _markdown(df: pd.DataFrame, prov: dict[str, Any]) -> str:
         f"- total wall time: {prov['total_wall_s']:.0f} s (QE tables {prov['qe_table_s']:.1f} s, "
         f"evaluations {prov['eval_s']:.0f} s); {prov['date']}",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
+        "| " + " | ".join(cols) + " |",
         "|" + "|".join("---:" if c in ("qem", "weight_bits", "act_bits", "weight_MB", "top1",
-                                       "wall_s") else "---" for c in COLUMNS) + "|",
+                                       "wall_s") else "---" for c in cols) + "|",
     ]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     lines += [
         "",
         "Reading the table: compare rows of the same section and activation setting at matched "
@@ -292,6 +452,7 @@ def _markdown(df: pd.DataFrame, prov: dict[str, Any]) -> str:
         "rows quantize BatchNorm-folded weights (plans from the folded model's QE table), its "
         "vanilla rows the unfolded ones. `top1` in %, `weight_MB` = weights only.",
     ]
+    lines += _paired_markdown(paired or [])
     return "\n".join(lines) + "\n"
 
 
@@ -610,15 +771,56 @@ def _write(exp: Experiment, prov: dict[str, Any], out_dir: Path) -> pd.DataFrame
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{exp.setup.dataset_tag}-{exp.setup.model_tag}"
     df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.6g")
-    _write_atomic(stem.with_suffix(".md"), _markdown(df, prov))
+    paired = paired_comparisons(df, exp.masks)
+    _write_atomic(stem.with_suffix(".md"), _markdown(df, prov, paired))
     _write_atomic(stem.with_suffix(".json"), json.dumps(
-        {"provenance": prov, "brecq_reports": exp.reports, "per_image_correct": exp.masks},
-        indent=2, default=str) + "\n")
+        {"provenance": prov, "brecq_reports": exp.reports, "per_image_correct": exp.masks,
+         "paired": paired}, indent=2, default=str) + "\n")
     df["method"] = [method_label(s, q) for s, q in zip(df["search"], df["quantizer"],
                                                        strict=True)]
     df.attrs["provenance"] = prov
     df.attrs["paths"] = [str(stem.with_suffix(sfx)) for sfx in (".csv", ".md", ".json")]
     return df
+
+
+def render_markdown(stem: str | os.PathLike) -> Path:
+    """Re-render ``<stem>.md`` from an existing ``<stem>.csv`` and ``<stem>.json``; run nothing.
+
+    The table and provenance are the stored ones; the "Paired comparisons" section is computed
+    from the stored per-image correctness (:func:`paired_comparisons`) and also written into
+    the JSON as ``paired`` (the JSON is rewritten atomically; its other entries are kept).
+    ``stem`` is the path without suffix, e.g. ``results/mnist5k-resnet20-mnist5k``.
+    Returns the path of the markdown file.
+    """
+    stem = Path(stem)
+    csv, md, js = (stem.parent / (stem.name + sfx) for sfx in (".csv", ".md", ".json"))
+    for f in (csv, js):
+        if not f.is_file():
+            raise FileNotFoundError(f"render_markdown needs {f} (written by reproduce)")
+    df = pd.read_csv(csv)
+    df["act_bits"] = df["act_bits"].astype("Int64")
+    stored = json.loads(js.read_text())
+    masks = stored.get("per_image_correct")
+    if not isinstance(masks, list) or len(masks) != len(df):
+        raise ValueError(f"{js} must hold per_image_correct with one entry per row of {csv} "
+                         f"({len(df)} rows)")
+    paired = paired_comparisons(df, masks)
+    stored["paired"] = paired
+    _write_atomic(md, _markdown(df, stored["provenance"], paired))
+    _write_atomic(js, json.dumps(stored, indent=2, default=str) + "\n")
+    return md
+
+
+def _stem(out_dir: str | os.PathLike, model_name: str, dataset: str) -> Path:
+    """``<out_dir>/<dataset tag>-<model tag>``, the names reproduce writes under."""
+    model_tag = "resnet20-mnist5k" if model_name in MNIST_MODELS else model_name
+    if dataset.startswith("imagenet:"):
+        dataset_tag = "imagenet"
+    elif dataset.startswith("imagenette"):
+        dataset_tag = "imagenette"
+    else:
+        dataset_tag = dataset
+    return Path(out_dir) / f"{dataset_tag}-{model_tag}"
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -672,6 +874,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="keep each finished BRECQ run here and reuse it (resumable runs)")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     parser.add_argument("--quiet", action="store_true", help="no per-row log lines")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-render <out-dir>/<dataset>-<model>.md (and the JSON's paired "
+                             "tests) from the stored .csv and .json; runs nothing")
     return parser
 
 
@@ -679,6 +884,11 @@ def run(args: argparse.Namespace) -> int:
     """Run ``reproduce`` from parsed CLI arguments; print the markdown table and the paths.
 
     ``--threads`` sets torch's thread count for this process: the command line owns it."""
+    if getattr(args, "render_only", False):
+        path = render_markdown(_stem(args.out_dir, args.model, args.dataset))
+        print(path.read_text())
+        print(f"wrote {path} (and the paired tests into its .json)")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     df = reproduce(

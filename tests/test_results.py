@@ -190,3 +190,92 @@ def test_second_offline_model(tmp_path):
     assert {"BRECQ", "MixQuant + BRECQ", "budget + BRECQ"} <= set(df["method"])
     with pytest.raises(ValueError, match="mobilenetv2-mnist5k"):
         results.reproduce("vgg11", out_dir=tmp_path, pretrained=False, **TINY)
+
+
+def _check_paired(paired, df, masks):
+    """Every stored paired test is paired_compare on the two rows' stored masks."""
+    from mixquant_lite.stats import paired_compare
+
+    assert paired
+    for p in paired:
+        ref = paired_compare(masks[p["row_a"]], masks[p["row_b"]],
+                             labels=(p["label_a"], p["label_b"]))
+        assert p["verdict"] == ref.verdict and p["p_value"] == ref.p_value
+        assert p["diff"] == pytest.approx(ref.diff) and p["n"] == len(masks[0])
+        assert (p["only_a"], p["only_b"]) == (ref.only_a, ref.only_b)
+
+
+@pytest.mark.slow
+def test_markdown_has_paired_comparisons(tmp_path):
+    """The TINY run: the md has the paired section, the JSON the same tests, each one
+    paired_compare on the stored masks; render_markdown re-renders the same md from the files."""
+    df = results.reproduce(out_dir=tmp_path, pretrained=False, command="pytest", **TINY)
+    stem = tmp_path / "mnist5k-resnet20-mnist5k"
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    stored = json.loads(js.read_text())
+    paired, masks = stored["paired"], stored["per_image_correct"]
+    _check_paired(paired, df, masks)
+    kinds = {p["kind"] for p in paired}
+    assert kinds == {"vs uniform", "MixQuant vs budget"}
+    # every row with a uniform reference is tested against it
+    with_ref = df["compare_to"].notna() & ~df["compare_to"].fillna("").str.contains("target")
+    assert sum(p["kind"] == "vs uniform" for p in paired) == int(with_ref.sum())
+    assert sum(p["kind"] == "MixQuant vs budget" for p in paired) == int(
+        (df["search"] == "MixQuant").sum())
+    text = md.read_text()
+    assert "## Paired comparisons" in text
+    for p in paired:
+        assert f"| {p['label_a']} | {p['label_b']} |" in text and p["verdict"] in text
+    before = text.split("## Paired comparisons")[1]
+    results.render_markdown(stem)
+    assert md.read_text().split("## Paired comparisons")[1] == before
+    assert json.loads(js.read_text())["paired"] == paired
+
+
+def test_paired_comparisons_on_a_stored_v01_table(tmp_path):
+    """A table stored with the v0.1 ``method`` column: references are found from the labels,
+    the budget plan made at the same point is paired with MixQuant, a target with no uniform
+    row is left out, and --render-only rewrites the md without running anything."""
+    n = 200
+    rng = __import__("numpy").random.default_rng(0)
+    good = "".join("1" if v else "0" for v in rng.random(n) < 0.95)
+    bad = "".join("1" if v else "0" for v in rng.random(n) < 0.5)
+    rows = [
+        ("vanilla", "vanilla", 4.0, None, None),
+        ("vanilla", "MixQuant + vanilla", 4.0, "vanilla W4", "yes (+0.00)"),
+        ("vanilla", "budget + vanilla", 4.0, "vanilla W4", "yes (+0.00)"),
+        ("brecq", "MixQuant + vanilla", 2.5, "W2.5 target (2.516)", "yes (-0.01)"),
+        ("brecq", "budget + vanilla", 2.51, "W2.5 target (2.516)", "yes (-0.00)"),
+    ]
+    df = pd.DataFrame([dict(section=s, method=m, qem=None, weight_bits=w, act_bits=None,
+                            weight_MB=0.1, top1=0.0, wall_s=0.0, compare_to=c, matched=mt,
+                            plan="4x22", note=None) for s, m, w, c, mt in rows])
+    masks = [good, good, bad, bad, good]
+    paired = results.paired_comparisons(df, masks)
+    got = [(p["kind"], p["row_a"], p["row_b"]) for p in paired]
+    assert got == [("vs uniform", 1, 0), ("vs uniform", 2, 0), ("MixQuant vs budget", 1, 2),
+                   ("MixQuant vs budget", 3, 4)]
+    _check_paired(paired, df, masks)
+    assert paired[0]["only_a"] == paired[0]["only_b"] == 0 and paired[0]["p_value"] == 1.0
+    assert paired[1]["verdict"] == "vanilla W4.000 better"
+    assert paired[3]["verdict"] == "budget + vanilla W2.510 better"
+    with pytest.raises(ValueError, match="one entry per row"):
+        results.paired_comparisons(df, masks[:-1])
+
+    out = tmp_path / "res"
+    out.mkdir()
+    df.to_csv(out / "mnist5k-resnet20-mnist5k.csv", index=False)
+    prov = dict(model="resnet20-mnist5k", dataset="mnist5k", command="c", quick=True,
+                brecq_settings={"iters": 2}, eval="e", calibration="c", git_commit="g",
+                torch="t", device="cpu", device_name="x", threads=1, total_wall_s=1.0,
+                qe_table_s=0.0, eval_s=0.0, date="d")
+    (out / "mnist5k-resnet20-mnist5k.json").write_text(json.dumps(
+        {"provenance": prov, "per_image_correct": masks}))
+    args = results.add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--render-only", "--out-dir", str(out)])
+    assert results.run(args) == 0
+    text = (out / "mnist5k-resnet20-mnist5k.md").read_text()
+    assert "| section | method |" in text and "4 pairs: 1 A better, 2 B better, 1 ties." in text
+    assert json.loads((out / "mnist5k-resnet20-mnist5k.json").read_text())["paired"] == paired
+    with pytest.raises(FileNotFoundError, match="render_markdown needs"):
+        results.render_markdown(tmp_path / "missing")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .stats import law_qe_ratio
+
 __all__ = ["predicted_qe_ratio", "qe_matrix", "qe_ratio_frame"]
 
 
@@ -12,11 +14,10 @@ def predicted_qe_ratio(bits: int | np.ndarray, baseline_bits: int = 8) -> np.nda
     """``QE_b / QE_base`` predicted by the uniform-error law ``QE ~ s^2 / 12``.
 
     With ``s = range / (2^b - 1)`` and the same range at every bit-width, the ratio is
-    ``((2^base - 1) / (2^b - 1))^2``: about 4x per bit removed.
+    ``((2^base - 1) / (2^b - 1))^2``: about 4x per bit removed. The same function as
+    :func:`mixquant_lite.tutorial.stats.law_qe_ratio` (bits must be in 1..16).
     """
-    b = np.asarray(bits, dtype=float)
-    out = ((2.0**baseline_bits - 1) / (2.0**b - 1)) ** 2
-    return float(out) if out.ndim == 0 else out
+    return law_qe_ratio(bits, baseline_bits)
 
 
 def qe_matrix(table) -> pd.DataFrame:
