@@ -28,7 +28,8 @@ from .plan import BitPlan
 from .quant import check_bits
 from .table import QETable
 
-__all__ = ["mixquant", "sweep", "plan_for_budget", "qem_for_budget"]
+__all__ = ["mixquant", "sweep", "plan_for_budget", "qem_for_budget", "model_baseline_qe",
+           "BASELINES"]
 
 # Zero relative and absolute optimality gaps: HiGHS stops only at a proven optimum (its default
 # absolute gap, 1e-6, could otherwise end the search early on small objectives).
@@ -91,12 +92,27 @@ def _plan(table: QETable, cols: np.ndarray, fixed: dict[str, int], meta: dict) -
     return BitPlan(bits, dict(table.numel), table.per_channel, meta)
 
 
+BASELINES = ("layer", "model")
+MODEL_READING = "alternative reading: model-wide baseline (weight-weighted mean 8-bit QE)"
+
+
+def model_baseline_qe(table: QETable, baseline_bits: int = 8) -> float:
+    """The model-wide baseline of the alternative reading: ``sum_l numel_l * QE(W_l, baseline) /
+    sum_l numel_l`` over all layers of ``table`` (squared weight units)."""
+    _check_table(table)
+    baseline_bits = _check_baseline(table, baseline_bits)
+    col = table.values[:, table.bits.index(baseline_bits)]
+    numel = table.numel_array().astype(np.float64)
+    return float((numel * col).sum() / numel.sum())
+
+
 def mixquant(
     table: QETable,
     qem: float,
     *,
     baseline_bits: int = 8,
     fixed: Mapping[str, int] | None = None,
+    baseline: str = "layer",
 ) -> BitPlan:
     """The MixQuant plan for ``qem`` (``docs/method.md``, "The MixQuant rule").
 
@@ -106,14 +122,32 @@ def mixquant(
         baseline_bits: the baseline bit-width; must be one of ``table.bits``.
         fixed: ``{layer: bits}`` kept as given (e.g. first and last layer at 8); layers must be
             in the table, bits among its candidates.
+        baseline: which reading of the paper's "baseline int8 QE" (``docs/reading.md``).
+            ``"layer"`` (default, the package's reading): each layer's own QE at
+            ``baseline_bits``, ``t_l = QEM * QE(W_l, baseline_bits)``. ``"model"`` (an
+            ALTERNATIVE reading, labelled as such in ``meta["reading"]``): one threshold for all
+            layers, ``t = QEM * model_baseline_qe(table)``; it gives mixed plans even at QEM 1-3.
 
     Returns:
-        A :class:`BitPlan` over all the table's layers (``meta`` records method, qem, baseline).
+        A :class:`BitPlan` over all the table's layers (``meta`` records method, qem, baseline;
+        with ``baseline="model"`` also ``reading`` and ``threshold``).
     """
     _check_table(table)
     qem = _check_qem(qem)
     baseline_bits = _check_baseline(table, baseline_bits)
     fixed = _check_fixed(table, fixed)
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if baseline == "model":
+        if table.measure != "qe":
+            raise ValueError("the model-wide baseline needs a QE table (measure='qe'), got "
+                             f"measure={table.measure!r}")
+        threshold = qem * model_baseline_qe(table, baseline_bits)
+        ok = table.values <= threshold
+        cols = np.where(ok.any(1), ok.argmax(1), len(table.bits) - 1)
+        meta = {"method": "mixquant-model-baseline", "reading": MODEL_READING, "qem": qem,
+                "baseline_bits": baseline_bits, "threshold": threshold}
+        return _plan(table, cols, fixed, meta)
     cols = _rule(table.values, table.bits, table.bits.index(baseline_bits), qem)
     meta = {"method": "mixquant", "qem": qem, "baseline_bits": baseline_bits}
     return _plan(table, cols, fixed, meta)

@@ -361,3 +361,19 @@ def test_table_rejects_bad_values_and_measure():
         QETable(("a",), (2,), {"a": 1}, np.array([[np.nan]]))
     with pytest.raises(ValueError, match="measure"):
         QETable(("a",), (2,), {"a": 1}, np.array([[1.0]]), measure="")
+
+
+def test_mixquant_model_baseline_option():
+    """baseline="model" (the alternative reading): one threshold QEM x weighted mean 8-bit QE."""
+    names = ("big", "small")
+    t = QETable(names, (2, 4, 8), {"big": 100, "small": 300},
+                np.array([[160.0, 10.0, 1.0], [16.0, 1.0, 0.1]]))
+    p = mixquant(t, 4.0, baseline="model")  # threshold 4 * 0.325 = 1.3
+    assert p.bits == {"big": 8, "small": 4} and p.meta["threshold"] == pytest.approx(1.3)
+    assert "alternative" in p.meta["reading"]
+    assert mixquant(t, 4.0).bits == {"big": 8, "small": 8}  # the package's reading
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        mixquant(t, 4.0, baseline="global")
+    with pytest.raises(ValueError, match="measure"):
+        mixquant(QETable(names, (2, 4, 8), {"big": 1, "small": 1}, t.values, measure="fisher"),
+                 4.0, baseline="model")
