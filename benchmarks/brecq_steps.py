@@ -20,11 +20,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from _provenance import commit  # benchmarks/ is on sys.path when run as a script
 
 from mixquant_lite.data import calibration_batch, mnist5k_loader
 from mixquant_lite.models import load_pretrained
@@ -36,16 +36,6 @@ from mixquant_lite.table import qe_table
 ROOT = Path(__file__).resolve().parents[1]
 REF_STEPS = 200  # quick mode's setting: the point every other one is compared with
 
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return out + (" + uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 @torch.no_grad()
@@ -156,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             loss_before_sum=float(frame["loss_before"].sum()),
             loss_after_sum=float(frame["loss_after"].sum()),
             rounding=frame["rounding"].tolist(), correct=correct,
-            commit=_commit(), torch=torch.__version__, threads=torch.get_num_threads(),
+            commit=commit(), torch=torch.__version__, threads=torch.get_num_threads(),
             machine=f"{platform.machine()} {os.cpu_count()} cores",
             date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         )

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from _provenance import commit  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import spearmanr
 
 from mixquant_lite import BitPlan, QETable, mixquant, plan_for_budget, qem_for_budget
@@ -52,16 +52,6 @@ BUDGETS = (2.5, 3.0, 3.5, 4.0)
 DATA_MEASURES = ("hessian", "fisher", "output")
 RUN_ID = f"{os.getpid()}@{time.time():.0f}"  # tells this run's partial writes from earlier runs
 
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return out + (" + uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 class Cache:
@@ -348,7 +338,7 @@ def write(result: dict, args: argparse.Namespace) -> None:
             earlier = earlier + [old.get("wall_s_this_run")]
     result["provenance"] = {
         "command": "python benchmarks/sensitivity_study.py " + " ".join(sys.argv[1:]),
-        "commit": _commit(),
+        "commit": commit(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
                    + f", {os.cpu_count()} CPUs, torch {torch.__version__}, "
                    f"{torch.get_num_threads()} thread(s)",
