@@ -41,9 +41,10 @@ from _provenance import commit  # benchmarks/ is on sys.path when run as a scrip
 from scipy.stats import spearmanr
 
 from mixquant_lite import BitPlan, QETable, mixquant, plan_for_budget, qem_for_budget
-from mixquant_lite.data import mnist5k
-from mixquant_lite.models import load_pretrained
-from mixquant_lite.sensitivity import hessian, hessian_trace, paired_test, sensitivity_table
+from mixquant_lite.sensitivity import hessian, hessian_trace, sensitivity_table
+from mixquant_lite.stats import paired_compare
+from mixquant_lite.zoo.data import mnist5k
+from mixquant_lite.zoo.models import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = tuple(range(2, 9))
@@ -281,9 +282,9 @@ def run(args: argparse.Namespace) -> dict:
                    "random_pctl": float((rand_acc < acc).mean() + 0.5 * (rand_acc == acc).mean())}
             for ref in ("uniform", "MixQuant", "budget[qe]"):
                 if ref in plans and ref != k:
-                    t = paired_test(c, scored[ref]["correct"])
-                    row[f"vs {ref}"] = (f"{t.verdict} {100 * t.diff:+.1f} "
-                                        f"[{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}] "
+                    t = paired_compare(c, scored[ref]["correct"])
+                    row[f"vs {ref}"] = (f"{t.verdict} {t.diff:+.1f} "
+                                        f"[{t.ci_low:+.1f}, {t.ci_high:+.1f}] "
                                         f"p={t.p_value:.2g}")
             rows.append(row)
         rows.append({"budget": avg, "method": f"random x{len(rand_acc)}",

@@ -32,7 +32,7 @@ from .quant import check_bits, fake_quantize
 if TYPE_CHECKING:
     from .table import QETable
 
-__all__ = ["BitPlan"]
+__all__ = ["BitPlan", "fmt_bytes"]
 
 _FORMAT = "mixquant-lite/bitplan"
 _VERSION = 1
@@ -134,7 +134,7 @@ class BitPlan:
         """One line: average bits, weight storage and the ratio to float32."""
         return (
             f"{len(self.bits)} layers, {self.total_numel:,} weights: average {self.avg_bits:.3f} "
-            f"bits, {_fmt_bytes(self.size_bytes)} vs {_fmt_bytes(self.f32_bytes)} in f32 "
+            f"bits, {fmt_bytes(self.size_bytes)} vs {fmt_bytes(self.f32_bytes)} in f32 "
             f"({self.compression:.2f}x smaller)"
         )
 
@@ -257,7 +257,8 @@ class BitPlan:
         return out
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
+    """``n`` bytes in words: ``"1.23 MB"``, ``"512 B"``."""
     for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= k:
             return f"{n / k:.2f} {unit}"

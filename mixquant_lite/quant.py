@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -43,8 +42,6 @@ __all__ = [
     "check_granularity",
     "RANGE_METHODS",
     "GRANULARITIES",
-    "quantize",
-    "qparams",
 ]
 
 RANGE_METHODS = ("minmax", "mse")
@@ -353,30 +350,3 @@ def qe(
     if not math.isfinite(val):
         raise ValueError("the quantization error of w is not finite")
     return val
-
-
-# ---------------------------------------------------------------- deprecated names (v0.1)
-
-
-def quantize(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
-) -> torch.Tensor:
-    """Deprecated name of :func:`fake_quantize` (it returns floats, not integer codes)."""
-    warnings.warn(
-        "mixquant_lite.quant.quantize is deprecated: use fake_quantize (floats on the grid) or "
-        "quantize_affine (integer codes)", DeprecationWarning, stacklevel=2,
-    )
-    return fake_quantize(w, bits, per_channel=per_channel, range_method=range_method)
-
-
-def qparams(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deprecated name of :func:`choose_qparams` (``per_channel=True`` is
-    ``granularity="per_channel"``)."""
-    warnings.warn(
-        "mixquant_lite.quant.qparams is deprecated: use choose_qparams(x, bits, granularity, "
-        "range_method)", DeprecationWarning, stacklevel=2,
-    )
-    _check_tensor(w, per_channel=per_channel)
-    return choose_qparams(w, bits, _granularity(per_channel), range_method)

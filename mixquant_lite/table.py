@@ -46,10 +46,10 @@ import torch
 from torch import nn
 
 from . import _qe_kernels
-from .layers import QUANTIZABLE_TYPES, quantizable_layers, weight_of
+from .layers import quantizable_layers, weight_of
 from .quant import _grid, _minmax, check_bit_list, check_bits
 
-__all__ = ["QETable", "qe_table", "quantizable_layers", "QUANTIZABLE_TYPES"]
+__all__ = ["QETable", "qe_table"]
 
 _CHUNK = 1 << 16  # weights per chunk on CPU: a 7 x 256 KiB buffer stays in L3 (measured best)
 _CHUNK_CUDA = 1 << 20  # on a GPU, launches cost more than memory: bigger chunks

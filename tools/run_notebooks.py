@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATIC_ENV = "MIXQUANT_STATIC_WIDGETS"  # same name as mixquant_lite.widgets.STATIC_ENV
+STATIC_ENV = "MIXQUANT_STATIC_WIDGETS"  # same name as mixquant_lite.tutorial.widgets.STATIC_ENV
 EXECUTED_WITH = ROOT / "notebooks" / "EXECUTED_WITH"
 HANG = 124
 START_UP_S = 120.0  # seconds the kernel start-up may take before the first cell, at least

@@ -2,8 +2,9 @@
 
 Example::
 
-    from mixquant_lite import brecq, load_pretrained
-    from mixquant_lite.data import calibration_batch
+    from mixquant_lite import brecq
+    from mixquant_lite.zoo.models import load_pretrained
+    from mixquant_lite.zoo.data import calibration_batch
 
     model = load_pretrained("resnet20-mnist5k")
     qmodel, report = brecq(model, calibration_batch(1024), 3)        # W3, activations in f32
@@ -22,7 +23,6 @@ import dataclasses
 import math
 import numbers
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..evaluate import model_device
+from ..evaluation import model_device
 from ..layers import first_last_layers, quantizable_layer_names, weight_of
 from ..quant import check_bits
 from .adaround import AdaRoundQuantizer
@@ -46,17 +46,7 @@ from .config import BrecqConfig
 from .folding import check_folding
 from .folding import fold_bn as _fold_bn
 
-__all__ = ["brecq", "BrecqConfig", "BrecqReport", "UnitResult", "resolve_bits", "DEFAULTS"]
-
-# The BRECQ recipe (Li et al. 2021, official code defaults); kept for v0.1 readers, the source of
-# truth is BrecqConfig's defaults.
-DEFAULTS: dict[str, Any] = {
-    k: v for k, v in BrecqConfig().to_dict().items()
-    if k in ("iters", "n_calib", "batch_size", "reg_weight", "warmup", "beta", "lr", "act_lr",
-             "first_last_bits", "weight_range")
-}
-DEFAULTS["beta"] = tuple(DEFAULTS["beta"])
-
+__all__ = ["brecq", "BrecqConfig", "BrecqReport", "UnitResult", "resolve_bits"]
 
 @dataclass
 class UnitResult:
@@ -196,18 +186,10 @@ def _calibration_tensor(calib_data: Any, n: int) -> torch.Tensor:
     return x[:n]
 
 
-_RENAMED = {"fold_bn": "fold_batchnorm"}
-
-
 def _make_config(config: BrecqConfig | None, overrides: dict[str, Any]) -> BrecqConfig:
     """``config`` (default: the recipe) with keyword ``overrides`` applied and validated."""
     if config is not None and not isinstance(config, BrecqConfig):
         raise TypeError(f"config must be a BrecqConfig, got {type(config).__name__}")
-    for old, new in _RENAMED.items():
-        if old in overrides:
-            warnings.warn(f"brecq({old}=...) is deprecated: use {new}=", DeprecationWarning,
-                          stacklevel=3)
-            overrides[new] = overrides.pop(old)
     unknown = sorted(set(overrides) - set(BrecqConfig.field_names()))
     if unknown:
         raise TypeError(f"brecq() got unknown settings {unknown}; BrecqConfig fields are "
@@ -266,7 +248,7 @@ def brecq(
             should come from the folded model's QE table.
         config: a :class:`BrecqConfig` (default: the BRECQ recipe).
         **settings: fields of :class:`BrecqConfig` overriding ``config`` (``act_bits=8``,
-            ``iters=2000``...). ``fold_bn=`` is the deprecated name of ``fold_batchnorm=``.
+            ``iters=2000``...).
 
     Returns:
         ``(quantized_model, report)``; see :class:`BrecqReport` (``report.config`` is the

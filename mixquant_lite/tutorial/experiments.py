@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..evaluate import accuracy_and_loss
+from ..evaluation import accuracy_and_loss
 from ..quant import check_bits, fake_quantize
 from .helpers import _layer_names, _numel, _sq_error, get_layer
-from .qe_law import predicted_qe_ratio
+from .stats import law_qe_ratio
 
 __all__ = [
     "single_layer_sensitivity",
@@ -226,5 +226,5 @@ def lowering_order(table, baseline_bits: int = 8) -> pd.DataFrame:
         rows.append(row)
     df = pd.DataFrame(rows)
     for b in below:
-        df[f"predicted_to_{b}"] = predicted_qe_ratio(b, baseline_bits)
+        df[f"predicted_to_{b}"] = law_qe_ratio(b, baseline_bits)
     return df.sort_values("qem_below_baseline", kind="stable").reset_index(drop=True)

@@ -37,7 +37,7 @@ def count_weights(model: nn.Module) -> tuple[int, int]:
 
 def _layer_names(model: nn.Module) -> list[str]:
     """Names of the layers MixQuant quantizes (``qe_table.quantizable_layers``)."""
-    from ..table import quantizable_layers
+    from ..layers import quantizable_layers
 
     out = []
     for item in quantizable_layers(model):

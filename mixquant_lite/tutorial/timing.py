@@ -155,9 +155,9 @@ def time_qe_tables(
         same table, best of ``max(repeats, 10)``), and ``reference_s`` (``reference(model,
         bits)`` timed once, for models in ``reference_names``; NaN otherwise).
     """
-    from ..models import torchvision_resnet
     from ..search import mixquant
     from ..table import qe_table
+    from ..zoo.models import torchvision_resnet
 
     build = build or (lambda n: torchvision_resnet(n, pretrained=False))
     rows = []
