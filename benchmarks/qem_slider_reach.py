@@ -4,8 +4,8 @@
 
 Before: ``FloatLogSlider(min=0, max=4, step=0.1)``, i.e. QEM = 10^(k/10), k = 0..40.
 After: ``SelectionSlider`` over :func:`mixquant_lite.tutorial.widgets.qem_change_points` of the
-shipped ResNet-20's QE table. Counts the distinct plans each control reaches and lists, for every plan the
-old slider cannot reach, the QEM interval where that plan holds. Writes
+shipped ResNet-20's QE table. Counts the distinct plans each control reaches and lists, for every
+plan the old slider cannot reach, the QEM interval where that plan holds. Writes
 benchmarks/results/qem_slider_reach.{json,md}. No evaluation on images: plans only.
 """
 from __future__ import annotations
