@@ -47,7 +47,7 @@ from torch import nn
 
 from . import _qe_kernels
 from .layers import quantizable_layers, weight_of
-from .quant import _grid, _minmax, check_bit_list, check_bits
+from .quant import affine_grid, check_bit_list, check_bits, minmax_range
 
 __all__ = ["QETable", "qe_table"]
 
@@ -259,8 +259,8 @@ class _Grid(NamedTuple):
 
 def _layer_grid(w: torch.Tensor, bits: tuple[int, ...], per_channel: bool, name: str) -> _Grid:
     label = f"layer {name!r}" if name != "w" else "w"
-    mn, mx = _minmax(w, per_channel, f"{label}'s weight" if name != "w" else "w")
-    scale, zp = _grid(mn, mx, bits, label)  # (nb, C)
+    mn, mx = minmax_range(w, per_channel, f"{label}'s weight" if name != "w" else "w")
+    scale, zp = affine_grid(mn, mx, bits, label)  # (nb, C)
     inv = np.float32(1.0) / scale  # float32 1/s, as the fused kernels compute it
     qmax = (2 ** np.asarray(bits, dtype=np.int64) - 1)[:, None]
     qlo, qhi = -zp, qmax - zp

@@ -38,15 +38,12 @@ from scipy import stats
 from ..stats import (  # noqa: F401
     TIE,
     PairedComparison,
-    _check_alpha,
-    _check_n_boot,
-    _newcombe_paired,
-    _wilson,
     as_correct,
     mcnemar_exact,
     paired_compare,
     paired_table,
 )
+from ..validate import check_int
 
 __all__ = [
     "as_correct",
@@ -226,7 +223,7 @@ def cluster_bootstrap_corr(
     """
     x, y = _vectors(x, y)
     method = _check_method(method)
-    n_boot = _check_n_boot(n_boot)
+    n_boot = check_int("n_boot", n_boot, 100)
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     rho = float(_corr_rows(x, y, method))
@@ -287,7 +284,7 @@ def compare_correlations(
     """
     x1, x2, y = _vectors(x1, x2, y)
     method = _check_method(method)
-    n_boot = _check_n_boot(n_boot)
+    n_boot = check_int("n_boot", n_boot, 100)
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     r1, r2 = float(_corr_rows(x1, y, method)), float(_corr_rows(x2, y, method))

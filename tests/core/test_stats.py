@@ -9,6 +9,7 @@ import torch
 from scipy import stats as sps
 
 from mixquant_lite.search import mixquant
+from mixquant_lite.stats import newcombe_interval
 from mixquant_lite.table import QETable
 from mixquant_lite.tutorial import stats
 from mixquant_lite.tutorial.readings import mixquant_model_baseline, model_baseline_qe
@@ -116,7 +117,7 @@ def test_newcombe_interval_covers_at_its_level():
     reps = 1500
     for _ in range(reps):
         k = rng.multinomial(300, probs)
-        lo, hi = stats._newcombe_paired(*map(int, k), 0.05)
+        lo, hi = newcombe_interval(*map(int, k), 0.05)
         hits += lo <= 0.03 <= hi
     assert 0.925 <= hits / reps <= 0.975
 
