@@ -39,7 +39,7 @@ from torch import nn
 
 from .layers import weight_of
 from .plan import BitPlan
-from .quant import check_bits, choose_qparams, dequantize_affine, quantize_affine
+from .quant import IntegerWeight, QuantSpec, check_bits, dequantize_affine, quantize_affine
 
 __all__ = ["export", "load_quantized", "read_plan", "pack_bits", "unpack_bits", "ExportInfo",
            "build_architecture", "register_architecture"]
@@ -154,18 +154,21 @@ def export(
     path: str | os.PathLike,
     *,
     arch: str | None = None,
-    range_method: str = "minmax",
+    weights: Mapping[str, IntegerWeight] | None = None,
 ) -> ExportInfo:
     """Write ``model`` quantized by ``plan`` to ``path`` (safetensors; see the module docstring).
 
     Args:
         model: the float model the plan was made for (read, never modified).
-        plan: its bit-widths and granularity (``plan.per_channel``).
+        plan: its bit-widths and quantizer (``plan.spec``: granularity and range method).
         path: the file to write (written to a temporary file first, then renamed: never a
             half-written file).
         arch: architecture name recorded for :func:`load_quantized` (default: ``"resnet20"``
             for our ResNet-20; else none, and loading needs a ``model=`` skeleton).
-        range_method: the quantizer's range; ``"minmax"`` is what ``plan.apply`` uses.
+        weights: the integer codes to write, per planned layer (e.g. ``report.weights`` of
+            :func:`mixquant_lite.brecq`, its learned rounding): the model that was evaluated is
+            what is written. ``None``: round-to-nearest on ``plan.spec``'s grid, the weights
+            of ``plan.apply(model)``.
 
     Returns:
         :class:`ExportInfo` with the measured sizes.
@@ -178,16 +181,22 @@ def export(
     if not isinstance(plan, BitPlan):
         raise TypeError(f"plan must be a BitPlan, got {type(plan).__name__}")
     plan.check_model(model)
-    granularity = "per_channel" if plan.per_channel else "per_tensor"
+    missing = [n for n in plan.bits if weights is not None and n not in weights]
+    if missing:
+        raise ValueError(f"weights has no integer codes for the planned layers {missing[:5]}")
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict[str, Any]] = {}
     codes_bytes = qparam_bytes = 0
     with torch.no_grad():
         for name, bits in plan.bits.items():
             w = weight_of(model, name).detach()
-            scale, zp = choose_qparams(w, bits, granularity, range_method)
-            q = quantize_affine(w, scale, zp, bits).cpu().numpy()
-            packed = torch.from_numpy(pack_bits(q, bits))
+            iw = _integer_weight(w, bits, plan.spec) if weights is None else weights[name]
+            if iw.bits != bits or tuple(iw.codes.shape) != tuple(w.shape):
+                raise ValueError(f"weights[{name!r}] has {iw.bits} bits and shape "
+                                 f"{tuple(iw.codes.shape)}; the plan and model: {bits}, "
+                                 f"{tuple(w.shape)}")
+            scale, zp = iw.scale, iw.zero_point
+            packed = torch.from_numpy(pack_bits(iw.codes.cpu().numpy(), bits))
             tensors[f"{name}.weight.codes"] = packed
             tensors[f"{name}.weight.scale"] = scale.cpu().contiguous()
             tensors[f"{name}.weight.zero_point"] = zp.cpu().to(
@@ -203,8 +212,9 @@ def export(
             float_bytes += t.numel() * t.element_size()
     metadata = {
         "format": _FORMAT, "version": _VERSION, "plan": plan.to_json(indent=None),
-        "layers": json.dumps(layers), "granularity": granularity, "range_method": range_method,
-        "arch": arch or _arch_name(model) or "",
+        "layers": json.dumps(layers), "granularity": plan.spec.granularity,
+        "range_method": plan.spec.range_method, "arch": arch or _arch_name(model) or "",
+        "batchnorm_folded": json.dumps(_folded(model)),
     }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -217,6 +227,12 @@ def export(
     size = path.stat().st_size
     return ExportInfo(str(path), size, codes_bytes, qparam_bytes, float_bytes,
                       size - codes_bytes - qparam_bytes - float_bytes, plan.size_bytes)
+
+
+def _integer_weight(w: torch.Tensor, bits: int, spec: QuantSpec) -> IntegerWeight:
+    """Round-to-nearest codes of ``w`` on ``spec``'s grid."""
+    scale, zp = spec.qparams(w, bits)
+    return IntegerWeight(quantize_affine(w, scale, zp, bits).cpu(), scale, zp, bits, w.dtype)
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -236,6 +252,14 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, s
     if meta.get("version") != _VERSION:
         raise ValueError(f"{path}: unsupported version {meta.get('version')!r}")
     return load_file(str(path)), meta
+
+
+def _folded(model: nn.Module) -> bool:
+    """Whether ``model`` looks BatchNorm-folded: no BatchNorm and a convolution with a bias."""
+    mods = list(model.modules())
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in mods)
+    conv_bias = any(isinstance(m, nn.Conv2d) and m.bias is not None for m in mods)
+    return not has_bn and conv_bias and any(isinstance(m, nn.Identity) for m in mods)
 
 
 def read_plan(path: str | os.PathLike) -> BitPlan:
@@ -269,6 +293,9 @@ def load_quantized(path: str | os.PathLike, model: nn.Module | None = None) -> n
         dtype = getattr(torch, info["dtype"].removeprefix("torch."))
         state[f"{name}.weight"] = dequantize_affine(torch.from_numpy(q), scale, zp, dtype)
     if model is None:
+        if json.loads(meta.get("batchnorm_folded", "false")):
+            raise ValueError(f"{path} holds a BatchNorm-folded model (e.g. from brecq): pass "
+                             "model= a folded skeleton (mixquant_lite.recon.fold_bn(float_model))")
         if not meta.get("arch"):
             raise ValueError(f"{path} records no architecture: pass model= (a skeleton)")
         out = build_architecture(meta["arch"], state)

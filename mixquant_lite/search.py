@@ -89,7 +89,7 @@ def _rule(values: np.ndarray, bits: tuple[int, ...], base_col: int, qem: float) 
 def _plan(table: QETable, cols: np.ndarray, fixed: dict[str, int], meta: dict) -> BitPlan:
     bits = {n: table.bits[c] for n, c in zip(table.layers, cols, strict=True)}
     bits.update(fixed)
-    return BitPlan(bits, dict(table.numel), table.per_channel, meta)
+    return BitPlan(bits, dict(table.numel), table.spec, meta, fixed)
 
 
 BASELINES = ("layer", "model")

@@ -47,7 +47,7 @@ from torch import nn
 
 from . import _qe_kernels
 from .layers import quantizable_layers, weight_of
-from .quant import affine_grid, check_bit_list, check_bits, minmax_range
+from .quant import QuantSpec, affine_grid, check_bit_list, check_bits, minmax_range
 
 __all__ = ["QETable", "qe_table"]
 
@@ -111,6 +111,11 @@ class QETable:
     def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain values
         return (type(self), (self.layers, self.bits, dict(self.numel), np.array(self.values),
                              self.per_channel, self.measure))
+
+    @property
+    def spec(self) -> QuantSpec:
+        """The quantizer the table measured (min/max ranges): the spec its plans carry."""
+        return QuantSpec("per_channel" if self.per_channel else "per_tensor", "minmax")
 
     def qe(self, layer: str, bits: int) -> float:
         """QE of ``layer`` at ``bits`` (a candidate of the table)."""

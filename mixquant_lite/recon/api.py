@@ -32,7 +32,8 @@ from torch import nn
 
 from ..evaluation import model_device
 from ..layers import first_last_layers, quantizable_layer_names, weight_of
-from ..quant import check_bits
+from ..plan import BitPlan
+from ..quant import IntegerWeight, QuantSpec, check_bits
 from .adaround import AdaRoundQuantizer
 from .block_recon import (
     Unit,
@@ -79,6 +80,11 @@ class BrecqReport:
     """What :func:`brecq` did: per unit results, the bit-widths used and the settings.
 
     ``config`` is the :class:`BrecqConfig` that ran; ``settings`` its dict plus the device.
+    ``plan`` is the :class:`~mixquant_lite.plan.BitPlan` it quantized with (its ``spec``: the
+    granularity and the ``weight_range`` BRECQ used); ``weights`` the learned rounding of every
+    layer as integer codes on its grid (:class:`~mixquant_lite.quant.IntegerWeight`, on the
+    CPU): ``weights[name].dequantize()`` is that layer's weight in the returned model, bit for
+    bit, and :func:`mixquant_lite.export` writes them (``weights=report.weights``).
     """
 
     units: list[UnitResult]
@@ -89,6 +95,8 @@ class BrecqReport:
     seconds: float
     not_reconstructed: list[str] = field(default_factory=list)
     config: BrecqConfig | None = None
+    plan: BitPlan | None = None
+    weights: dict[str, IntegerWeight] = field(default_factory=dict, repr=False)
 
     @property
     def avg_bits(self) -> float:
@@ -278,21 +286,42 @@ def brecq(
     units = execution_order(work, find_units(work), x[:2])
     reached = {n for u in units for n, _ in u.layers}
     not_reached = [n for n in names if n not in reached]
-    _round_unreached(work, not_reached, bits, cfg)
+    weights: dict[str, IntegerWeight] = {}
+    _round_unreached(work, not_reached, bits, cfg, weights)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     first, last = first_last_layers(names)
     results = [
-        _reconstruct(fp, work, units, i, x, bits, cfg, gen, first, last)
+        _reconstruct(fp, work, units, i, x, bits, cfg, gen, (first, last), weights)
         for i in range(len(units))
     ]
     work.eval()
+    numel = {n: weight_of(work, n).numel() for n in names}
     report = BrecqReport(
-        units=results, bits=bits, numel={n: weight_of(work, n).numel() for n in names},
+        units=results, bits=bits, numel=numel,
         act_bits=cfg.act_bits, settings={**cfg.to_dict(), "device": str(device)},
         seconds=time.perf_counter() - t0, not_reconstructed=not_reached, config=cfg,
+        plan=_used_plan(plan_or_bits, bits, numel, cfg),
+        weights={n: weights[n] for n in names},
     )
     return work, report
+
+
+def _used_plan(plan_or_bits: Any, bits: dict[str, int], numel: dict[str, int],
+               cfg: BrecqConfig) -> BitPlan:
+    """The plan BRECQ quantized with: the bit-widths, its granularity and weight range."""
+    spec = QuantSpec("per_channel" if cfg.per_channel else "per_tensor", cfg.weight_range)
+    meta = dict(getattr(plan_or_bits, "meta", {}) or {})
+    fixed = dict(getattr(plan_or_bits, "fixed", {}) or {})
+    if not fixed and cfg.first_last_bits is not None:
+        first, last = first_last_layers(list(bits))
+        fixed = {first: bits[first], last: bits[last]}
+    return BitPlan(bits, numel, spec, {**meta, "quantizer": "BRECQ"}, fixed)
+
+
+def _integer_weight(q: AdaRoundQuantizer) -> IntegerWeight:
+    return IntegerWeight(q.integer().cpu(), q.scale.detach().cpu(), q.zero_point.detach().cpu(),
+                         q.bits, q.out_dtype)
 
 
 def _reference_and_working_copy(
@@ -309,14 +338,18 @@ def _reference_and_working_copy(
 
 @torch.no_grad()
 def _round_unreached(
-    work: nn.Module, names: list[str], bits: dict[str, int], cfg: BrecqConfig
+    work: nn.Module, names: list[str], bits: dict[str, int], cfg: BrecqConfig,
+    weights: dict[str, IntegerWeight],
 ) -> None:
-    """Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction."""
+    """Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction
+    (their codes recorded in ``weights``)."""
     for n in names:
         w = weight_of(work, n)
         q = AdaRoundQuantizer(w, bits[n], per_channel=bool(cfg.per_channel),
                               range_method=cfg.weight_range)
+        q.set_nearest()
         w.copy_(q.nearest())
+        weights[n] = _integer_weight(q)
 
 
 def _unit_act_bits(
@@ -335,9 +368,13 @@ def _unit_act_bits(
 
 def _reconstruct(
     fp: nn.Module, work: nn.Module, units: list[Unit], i: int, x: torch.Tensor,
-    bits: dict[str, int], cfg: BrecqConfig, gen: torch.Generator, first: str, last: str,
+    bits: dict[str, int], cfg: BrecqConfig, gen: torch.Generator, first_last: tuple[str, str],
+    weights: dict[str, IntegerWeight],
 ) -> UnitResult:
-    """Reconstruct unit ``i`` of ``work`` against ``fp`` (weights written back) and report it."""
+    """Reconstruct unit ``i`` of ``work`` against ``fp`` (weights written back, their codes
+    into ``weights``) and report it. Ten parameters: the state of one step of :func:`brecq`'s
+    loop, passed rather than bundled into a one-use object."""
+    first, last = first_last
     t_unit = time.perf_counter()
     unit = units[i]
     module = work.get_submodule(unit.name)
@@ -365,6 +402,8 @@ def _reconstruct(
     )
     for a in acts:
         a.delta.requires_grad_(False)
+    for full, rel in unit.layers:
+        weights[full] = _integer_weight(quantizers[f"{rel}.weight" if rel else "weight"])
     return UnitResult(
         name=unit.name, kind=unit.kind, layers=tuple(n for n, _ in unit.layers),
         weight_bits=",".join(str(bits[n]) for n, _ in unit.layers),

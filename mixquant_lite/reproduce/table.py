@@ -39,7 +39,7 @@ def plan_desc(plan: BitPlan) -> str:
 def uniform_plan(table: QETable, bits: int, fixed: dict[str, int]) -> BitPlan:
     """Every layer of ``table`` at ``bits``, the ``fixed`` ones at theirs."""
     return BitPlan({k: fixed.get(k, bits) for k in table.layers}, dict(table.numel),
-                   table.per_channel, {"method": "uniform", "bits": bits})
+                   table.spec, {"method": "uniform", "bits": bits}, fixed)
 
 def mixquant_at(table: QETable, target: float, fixed: dict[str, int]) -> tuple[BitPlan, float]:
     """The MixQuant plan whose average bit-width is closest to ``target`` (ties: smaller)."""
