@@ -16,7 +16,6 @@ more entry, e.g. ``COMMANDS["reproduce"] = (add_reproduce_args, run_reproduce, "
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,13 +26,14 @@ import torch
 from torch import nn
 
 from .plan import fmt_bytes
+from .validate import parse_act_bits, parse_bit_list, parse_layer_bits, parse_positive
 from .zoo.loading import ModelSpecError, torchvision_names
 from .zoo.loading import load_model as _load_model
 
 if TYPE_CHECKING:
     from .reproduce import ReproduceConfig
 
-__all__ = ["main", "build_parser", "COMMANDS", "CLIError", "load_model", "parse_bits"]
+__all__ = ["main", "build_parser", "COMMANDS", "CLIError", "load_model"]
 
 
 class CLIError(Exception):
@@ -53,42 +53,6 @@ def load_model(
 # ----------------------------------------------------------------------------- arguments
 
 
-def parse_bits(text: str) -> tuple[int, ...]:
-    """``"2-8"`` -> ``(2, ..., 8)``; ``"2,4,8"`` and mixes like ``"2-4,8"`` work too."""
-    from .quant import check_bit_list
-
-    out: list[int] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise argparse.ArgumentTypeError(f"bad bit-width list {text!r} (e.g. 2-8 or 2,4,8)")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi < lo:
-            raise argparse.ArgumentTypeError(f"bad range {part!r}: {hi} < {lo}")
-        out += range(lo, hi + 1)
-    try:
-        return check_bit_list(out)
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _fix_item(text: str) -> tuple[str, int]:
-    name, sep, bits = text.rpartition("=")
-    if not sep or not name or not bits.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected LAYER=BITS, got {text!r}")
-    return name, int(bits)
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return v
-
-
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """``--model/--random-init/--arch/--bits/--per-channel/--device``: shared by subcommands."""
     g = p.add_argument_group("model and QE table")
@@ -99,7 +63,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="torchvision models only: use random weights instead of pretrained ones")
     g.add_argument("--arch", help="architecture of a bare state_dict checkpoint "
                                   "(resnet20 or a torchvision name)")
-    g.add_argument("--bits", type=parse_bits, default=tuple(range(2, 9)),
+    g.add_argument("--bits", type=parse_bit_list, default=tuple(range(2, 9)),
                    help="candidate bit-widths, e.g. 2-8 or 2,4,8 (default: 2-8)")
     g.add_argument("--per-channel", action="store_true",
                    help="one quantization grid per output channel (default: per tensor)")
@@ -107,8 +71,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline-bits", type=int, default=None,
                    help="MixQuant baseline bit-width (default: 8, or the largest candidate "
                         "when 8 is not one)")
-    g.add_argument("--fix", type=_fix_item, action="append", default=[], metavar="LAYER=BITS",
-                   help="keep LAYER at BITS (repeatable)")
+    g.add_argument("--fix", type=parse_layer_bits, action="append", default=[],
+                   metavar="LAYER=BITS", help="keep LAYER at BITS (repeatable)")
     g.add_argument("--first-last-bits", type=int, metavar="BITS",
                    help="keep the first and the last quantizable layer at BITS")
 
@@ -157,10 +121,10 @@ def _qe_fmt(x: float) -> str:
 def _add_search_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     g = p.add_argument_group("what to search for (one of)").add_mutually_exclusive_group()
-    g.add_argument("--qem", type=_positive, help="MixQuant QE multiplier (default: 100)")
-    g.add_argument("--budget-avg-bits", type=_positive, metavar="BITS",
+    g.add_argument("--qem", type=parse_positive, help="MixQuant QE multiplier (default: 100)")
+    g.add_argument("--budget-avg-bits", type=parse_positive, metavar="BITS",
                    help="exact least-error plan with at most this average bit-width")
-    g.add_argument("--budget-bytes", type=_positive, metavar="BYTES",
+    g.add_argument("--budget-bytes", type=parse_positive, metavar="BYTES",
                    help="exact least-error plan with at most this many bytes of weights")
     p.add_argument("--json", type=Path, metavar="FILE", help="save the plan as JSON")
 
@@ -214,7 +178,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--qem", type=_positive, nargs="+", default=[1, 10, 100, 1000, 10000],
+    p.add_argument("--qem", type=parse_positive, nargs="+", default=[1, 10, 100, 1000, 10000],
                    help="QE multipliers (default: 1 10 100 1000 10000)")
 
 
@@ -251,6 +215,10 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
                    help="a plan saved as JSON (mixquant-lite search --json FILE)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="the safetensors file to write")
+    p.add_argument("--brecq-iters", type=int, default=None, metavar="N",
+                   help="run BRECQ with the plan (N steps per unit, MNIST-5k calibration images) "
+                        "and write its learned integer codes; default: round-to-nearest")
+    p.add_argument("--n-calib", type=int, default=256, help="BRECQ calibration images")
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -263,11 +231,18 @@ def _run_export(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise CLIError(f"cannot read the plan {args.plan}: {e}") from None
     arch = args.arch or (args.model if args.model in torchvision_names() else None)
+    weights = None
     try:
-        info = export(model.eval(), plan, args.out, arch=arch)
+        if args.brecq_iters is not None:
+            model, plan, weights = _brecq_for_export(model, plan, args)
+        info = export(model.eval(), plan, args.out, arch=arch, weights=weights)
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
-    print(f"{args.model}: {source}; plan {plan.summary()}")
+    print(f"{args.model}: {source}; plan {plan.summary()}; {plan.spec.granularity}, "
+          f"{plan.spec.range_method} ranges, "
+          + ("round-to-nearest" if weights is None else f"BRECQ ({args.brecq_iters} steps/unit)"))
+    if weights is not None:
+        print("BatchNorm-folded: load with load_quantized(path, model=fold_bn(float_model))")
     print(f"wrote {info.path}: {info.file:,} bytes = codes {info.codes:,} + scales/zero points "
           f"{info.qparams:,} + float tensors {info.float_tensors:,} + header {info.header:,}")
     print(f"plan.size_bytes {plan.size_bytes:,.0f}; codes + scales/zero points are "
@@ -275,21 +250,21 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _brecq_for_export(model: nn.Module, plan, args: argparse.Namespace):
+    """BRECQ of ``model`` with ``plan`` as it is: the quantized model, the plan it used and its
+    learned integer codes."""
+    from .recon import brecq
+    from .zoo.data import calibration_batch
+
+    if args.model not in ("resnet20-mnist5k", "mobilenetv2-mnist5k"):
+        raise CLIError("--brecq-iters calibrates on MNIST-5k: use a shipped MNIST-5k model")
+    qmodel, report = brecq(model, calibration_batch(args.n_calib), plan, iters=args.brecq_iters,
+                           n_calib=args.n_calib, batch_size=min(32, args.n_calib),
+                           first_last_bits=None, progress=False)
+    return qmodel, report.plan, report.weights
+
+
 # ----------------------------------------------------------------------------- reproduce
-
-
-def _act_list(text: str) -> tuple[int | None, ...]:
-    out: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        if part in ("none", "off", "32", "f32", ""):
-            out.append(None)
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            raise argparse.ArgumentTypeError(
-                f"--act-bits takes a comma list of ints or 'none', got {text!r}")
-    return tuple(out)
 
 
 def _add_reproduce_args(p: argparse.ArgumentParser) -> None:
@@ -305,7 +280,7 @@ def _add_reproduce_args(p: argparse.ArgumentParser) -> None:
     add("--out-dir", default="results", help="output folder (default results/)")
     add("--iters", type=int, default=None, help="BRECQ steps per block (overrides the preset)")
     add("--n-calib", type=int, default=None, help="calibration images (overrides the preset)")
-    add("--act-bits", type=_act_list, default=(None, 8),
+    add("--act-bits", type=parse_act_bits, default=(None, 8),
         help="activation settings of the BRECQ rows (default 'none,8')")
     add("--seed", type=int, default=0)
     add("--per-channel", action="store_true", help="per-output-channel grids")

@@ -38,3 +38,19 @@ def test_brecq_export_is_the_evaluated_model(name, request, tmp_path):
         # round-to-nearest on the same plan and grids is a different model
         rtn = plan.apply(fold_bn(model))
         assert not torch.equal(rtn(x), qmodel(x))
+
+
+def test_cli_exports_a_brecq_run(tmp_path, capsys, resnet20_mnist5k):
+    from mixquant_lite.cli import main
+
+    plan_path, out = tmp_path / "plan.json", tmp_path / "q.safetensors"
+    assert main(["search", "--qem", "300", "--first-last-bits", "8", "--json",
+                 str(plan_path)]) == 0
+    assert main(["export", "--plan", str(plan_path), "--out", str(out), "--brecq-iters", "2",
+                 "--n-calib", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "BRECQ (2 steps/unit)" in text and "mse ranges" in text and "plan.size_bytes" in text
+    plan = read_plan(out)
+    assert plan.spec.range_method == "mse" and plan.meta["quantizer"] == "BRECQ"
+    back = load_quantized(out, model=fold_bn(resnet20_mnist5k))
+    assert back(calibration_batch(2)).shape == (2, 10)
