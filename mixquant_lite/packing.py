@@ -39,7 +39,8 @@ from torch import nn
 
 from .layers import weight_of
 from .plan import BitPlan
-from .quant import IntegerWeight, QuantSpec, check_bits, dequantize_affine, quantize_affine
+from .qspec import IntegerWeight, QuantSpec
+from .quant import check_bits, dequantize_affine, quantize_affine
 
 __all__ = ["export", "load_quantized", "read_plan", "pack_bits", "unpack_bits", "ExportInfo",
            "build_architecture", "register_architecture"]

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .layers import QUANTIZABLE_TYPES, weight_of
-from .quant import QuantSpec, check_bits
+from .qspec import QuantSpec, table_spec
+from .quant import check_bits
 
 if TYPE_CHECKING:
     from .table import QETable
@@ -183,7 +184,7 @@ class BitPlan:
         return cls(
             dict.fromkeys(table.layers, bits),
             dict(table.numel),
-            table.spec,
+            table_spec(table),
             {"method": "uniform"},
         )
 

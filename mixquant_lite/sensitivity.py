@@ -26,10 +26,8 @@ Losses are cross-entropy against ``labels``; when none are given the float model
 predictions (argmax) are used, as in data-free calibration. Weights are quantized by the
 package's quantizer (:func:`~mixquant_lite.fake_quantize`, vanilla asymmetric round-to-nearest,
 as :meth:`~mixquant_lite.BitPlan.apply` does). Nothing here changes the caller's model, its
-modes, global seeds or thread settings.
-
-Two models scored on the same test images are compared with
-:func:`mixquant_lite.stats.paired_compare` (exact McNemar test, paired interval).
+modes, global seeds or thread settings. Two models scored on the same test images are compared
+with :func:`mixquant_lite.stats.paired_compare` (exact McNemar test, paired interval).
 """
 from __future__ import annotations
 
@@ -50,16 +48,8 @@ from .quant import fake_quantize
 from .table import QETable, qe_table
 from .validate import check_int
 
-__all__ = [
-    "MEASURES",
-    "HessianTrace",
-    "hessian",
-    "hessian_trace",
-    "fisher",
-    "output",
-    "sensitivity_table",
-    "timed_sensitivity_table",
-]
+__all__ = ["MEASURES", "HessianTrace", "hessian", "hessian_trace", "fisher", "output",
+           "sensitivity_table", "timed_sensitivity_table"]
 
 MEASURES = ("qe", "hessian", "fisher", "output")
 _DEFAULT_BITS = tuple(range(2, 9))
@@ -70,9 +60,8 @@ _DEFAULT_BITS = tuple(range(2, 9))
 
 def _check_calib(calib: torch.Tensor) -> torch.Tensor:
     if not isinstance(calib, torch.Tensor):
-        raise TypeError(
-            f"calib must be a torch.Tensor of images (N, ...), got {type(calib).__name__}"
-        )
+        raise TypeError(f"calib must be a torch.Tensor of images (N, ...), got "
+                        f"{type(calib).__name__}")
     if not calib.is_floating_point() or calib.dim() < 2 or calib.shape[0] < 1:
         raise ValueError(
             f"calib must be a float tensor (N, ...) with N >= 1 images, got dtype {calib.dtype} "
@@ -238,19 +227,13 @@ def hessian_trace(
 
 
 def hessian(
-    model: nn.Module,
-    calib: torch.Tensor,
-    bits: Iterable[int] = _DEFAULT_BITS,
-    *,
-    labels: torch.Tensor | None = None,
-    per_channel: bool = False,
-    n_probes: int = 32,
-    batch_size: int = 128,
-    seed: int = 0,
-    per_layer: bool = True,
+    model: nn.Module, calib: torch.Tensor, bits: Iterable[int] = _DEFAULT_BITS, *,
+    labels: torch.Tensor | None = None, per_channel: bool = False, n_probes: int = 32,
+    batch_size: int = 128, seed: int = 0, per_layer: bool = True,
     trace: HessianTrace | None = None,
 ) -> QETable:
-    """HAWQ-style table: ``values[l, b] = 0.5 * tr(H_l) * QE(l, b)`` (loss units).
+    """HAWQ-style table: ``values[l, b] = 0.5 * tr(H_l) * QE(l, b)`` (loss units). Ten
+    parameters: the table's and :func:`hessian_trace`'s options, passed through.
 
     ``tr(H_l)`` comes from :func:`hessian_trace` (or from ``trace`` when given, which must be of
     this model). A negative trace estimate (possible away from a minimum, or from noise) is

@@ -127,3 +127,37 @@ def test_no_module_shadowed_by_a_function(name):
 
     assert callable(getattr(mixquant_lite, name))
     assert not (PKG / f"{name}.py").exists() and not (PKG / name).is_dir()
+
+
+def _functions():
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield path, node
+
+
+def test_no_package_file_over_400_lines():
+    big = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py")
+           if (n := p.read_text().count("\n")) > 400}
+    assert not big, big
+
+
+def test_functions_short_and_narrow_or_say_why():
+    """At most 60 lines of code (the docstring not counted) and 8 parameters (``self`` not
+    counted), unless the docstring gives the reason in a line naming the count ("Ten
+    parameters: ...", "... lines: ...")."""
+    bad = []
+    for path, node in _functions():
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]
+        code = node.end_lineno - body[0].lineno + 1 if body else 0
+        a = node.args
+        params = (len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg)
+                  + bool(a.kwarg) - bool(a.args and a.args[0].arg in ("self", "cls")))
+        doc = (ast.get_docstring(node) or "").lower()
+        reason = "parameters:" in doc or "lines:" in doc
+        if (code > 60 or params > 8) and not reason:
+            bad.append(f"{path.relative_to(PKG)}:{node.lineno} {node.name}: {code} lines, "
+                       f"{params} parameters")
+    assert not bad, "\n".join(bad)

@@ -194,7 +194,8 @@ class Experiment:
             out: Outcome, *, act: int | None = None, qem: float | None = None,
             search_s: float = 0.0, compare_to: str | None = None,
             matched: str | None = None) -> None:
-        """Append one row (its per-image correctness kept apart, in the same order)."""
+        """Append one row (its per-image correctness kept apart, in the same order). Ten
+        parameters: the row's columns, named at the call site."""
         self.masks.append(out.correct)
         self.rows.append(dict(
             section=section, search=search, quantizer=quantizer, qem=qem,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..plan import BitPlan
+from ..qspec import table_spec
 from ..search import mixquant, qem_for_budget
 from ..table import QETable
 
@@ -39,7 +40,7 @@ def plan_desc(plan: BitPlan) -> str:
 def uniform_plan(table: QETable, bits: int, fixed: dict[str, int]) -> BitPlan:
     """Every layer of ``table`` at ``bits``, the ``fixed`` ones at theirs."""
     return BitPlan({k: fixed.get(k, bits) for k in table.layers}, dict(table.numel),
-                   table.spec, {"method": "uniform", "bits": bits}, fixed)
+                   table_spec(table), {"method": "uniform", "bits": bits}, fixed)
 
 def mixquant_at(table: QETable, target: float, fixed: dict[str, int]) -> tuple[BitPlan, float]:
     """The MixQuant plan whose average bit-width is closest to ``target`` (ties: smaller)."""

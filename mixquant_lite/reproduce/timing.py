@@ -133,6 +133,7 @@ def estimate_brecq_time(
     **brecq_kw: Any,
 ) -> BrecqTimeEstimate:
     """Measure a short BRECQ warm-up on ``model``'s device and extrapolate to a whole job.
+    Thirteen parameters: the job's counts and the warm-up's settings, each with a default.
 
     Args:
         model: the float model, on the device the job will use (not modified).

@@ -11,6 +11,7 @@ from scipy import stats as sps
 from mixquant_lite.search import mixquant
 from mixquant_lite.stats import newcombe_interval
 from mixquant_lite.table import QETable
+from mixquant_lite.tutorial import plans as control
 from mixquant_lite.tutorial import stats
 from mixquant_lite.tutorial.readings import mixquant_model_baseline, model_baseline_qe
 
@@ -214,28 +215,29 @@ NUMEL = {f"l{i}": n for i, n in enumerate([432, 2304, 2304, 4608, 9216, 9216, 18
 
 
 def test_decorrelated_plans_spread_independent_of_average():
-    plans = stats.decorrelated_plans(NUMEL, 400, seed=0)
-    avg = np.array([stats.plan_avg_bits(p, NUMEL) for p in plans])
+    plans = control.decorrelated_plans(NUMEL, 400, seed=0)
+    avg = np.array([control.plan_avg_bits(p, NUMEL) for p in plans])
     spread = np.array([np.std(list(p.values())) for p in plans])
     assert avg.min() < 3.5 and avg.max() > 6.5
     assert abs(sps.spearmanr(avg, spread).statistic) < 0.3
     assert spread.max() > 1.5 and spread.min() < 0.3
-    fixed = stats.decorrelated_plans(NUMEL, 5, fixed={"l0": 8}, seed=1)
+    fixed = control.decorrelated_plans(NUMEL, 5, fixed={"l0": 8}, seed=1)
     assert all(p["l0"] == 8 for p in fixed)
-    assert stats.decorrelated_plans(NUMEL, 3, seed=2) == stats.decorrelated_plans(NUMEL, 3, seed=2)
+    again = control.decorrelated_plans(NUMEL, 3, seed=2)
+    assert control.decorrelated_plans(NUMEL, 3, seed=2) == again
 
 
 def test_random_plans_at_hit_the_average():
-    plans = stats.random_plans_at(NUMEL, 3.5, 50, fixed={"l0": 8, "l8": 8}, tol=0.05, seed=0)
+    plans = control.random_plans_at(NUMEL, 3.5, 50, fixed={"l0": 8, "l8": 8}, tol=0.05, seed=0)
     assert len(plans) == 50
     for p in plans:
-        assert abs(stats.plan_avg_bits(p, NUMEL) - 3.5) <= 0.05
+        assert abs(control.plan_avg_bits(p, NUMEL) - 3.5) <= 0.05
         assert p["l0"] == 8 and p["l8"] == 8
     assert len({tuple(p.values()) for p in plans}) > 40  # they differ
     with pytest.raises(ValueError, match="reachable"):
-        stats.random_plans_at(NUMEL, 1.5, 3)
+        control.random_plans_at(NUMEL, 1.5, 3)
     with pytest.raises(ValueError, match="n must"):
-        stats.random_plans_at(NUMEL, 4, 0)
+        control.random_plans_at(NUMEL, 4, 0)
 
 
 # ---------------------------------------------------------------------------- the law

@@ -5,7 +5,7 @@ import torch
 
 from mixquant_lite import brecq, export, load_quantized
 from mixquant_lite.packing import read_plan
-from mixquant_lite.quant import QuantSpec
+from mixquant_lite.qspec import QuantSpec
 from mixquant_lite.recon import fold_bn
 from mixquant_lite.zoo.data import calibration_batch
 
