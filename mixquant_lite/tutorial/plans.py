@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,19 @@ def _numel_of(numel: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
     if (w <= 0).any():
         raise ValueError("numel must be positive for every layer")
     return list(numel), w
+
+
+def _checked(numel: Mapping[str, int], n: Any, bits: Iterable[int],
+             fixed: Mapping[str, int] | None) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
+    """The arguments shared by the plan makers, checked: layers, weights, candidates, fixed."""
+    layers, w = _numel_of(numel)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(layers)
+    if unknown:
+        raise ValueError(f"fixed names layers not in numel: {sorted(unknown)}")
+    return layers, w, _cands(bits), fixed
 
 
 def plan_avg_bits(plan: Mapping[str, int], numel: Mapping[str, int]) -> float:
@@ -58,16 +72,9 @@ def decorrelated_plans(
         n: number of plans (>= 1).
         fixed: ``{layer: bits}`` kept as given in every plan (e.g. first and last at 8).
     """
-    layers, _ = _numel_of(numel)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if not (isinstance(max_spread, numbers.Real) and 0 <= max_spread < math.inf):
         raise ValueError(f"max_spread must be a finite number >= 0, got {max_spread!r}")
-    cands = _cands(bits)
-    fixed = dict(fixed or {})
-    unknown = set(fixed) - set(layers)
-    if unknown:
-        raise ValueError(f"fixed names layers not in numel: {sorted(unknown)}")
+    layers, _, cands, fixed = _checked(numel, n, bits, fixed)
     rng = np.random.default_rng(seed)
     plans = []
     for _ in range(int(n)):
@@ -105,16 +112,9 @@ def random_plans_at(
             lands within ``tol`` after ``max_tries`` attempts (``tol`` finer than the layers'
             granularity).
     """
-    layers, w = _numel_of(numel)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
     if not (isinstance(tol, numbers.Real) and tol > 0):
         raise ValueError(f"tol must be a positive number of bits, got {tol!r}")
-    cands = _cands(bits)
-    fixed = dict(fixed or {})
-    unknown = set(fixed) - set(layers)
-    if unknown:
-        raise ValueError(f"fixed names layers not in numel: {sorted(unknown)}")
+    layers, w, cands, fixed = _checked(numel, n, bits, fixed)
     free = np.array([k not in fixed for k in layers])
     fixed_bits = np.array([fixed.get(k, 0) for k in layers], dtype=float)
     total = w.sum()
