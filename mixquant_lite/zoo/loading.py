@@ -73,7 +73,7 @@ def load_model(
     """The model named by ``spec`` and a one-line description of where its weights come from.
 
     ``spec``: an existing file (a state_dict checkpoint), a torchvision model name (pretrained
-    unless ``random_init``), or a shipped checkpoint name (:func:`mixquant_lite.models.
+    unless ``random_init``), or a shipped checkpoint name (:func:`mixquant_lite.zoo.models.
     load_pretrained`). Raises :class:`ModelSpecError` with a clear message when it cannot be had;
     pretrained weights are never silently replaced by random ones.
     """

@@ -179,7 +179,7 @@ def load_pretrained(name: str = "resnet20-mnist5k", *, folder: Path | None = Non
         raise CheckpointError(
             f"checkpoint {path} failed its checksum: expected sha256 {entry['sha256']}, got {got}. "
             "The file is corrupt or was modified; restore it with `git checkout data/` or retrain "
-            "with `python -m mixquant_lite.train`."
+            "with `python -m mixquant_lite.zoo.train`."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = _ARCHS[entry["arch"]](**entry.get("kwargs", {}))

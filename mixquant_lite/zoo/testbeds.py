@@ -14,7 +14,7 @@ from torch import nn
 
 __all__ = ["Testbed", "testbed", "testbed_stem", "MNIST_MODELS"]
 
-# Offline models: name accepted -> (checkpoint in data/, builder name in models.py for tests)
+# Offline models: name accepted -> (checkpoint in data/, builder name in zoo/models.py for tests)
 _MNIST = {"resnet20-mnist5k": ("resnet20-mnist5k", "resnet20"),
           "resnet20": ("resnet20-mnist5k", "resnet20"),
           "mobilenetv2-mnist5k": ("mobilenetv2-mnist5k", "mobilenetv2_mnist"),
