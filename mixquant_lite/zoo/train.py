@@ -1,8 +1,7 @@
 """Train a shipped MNIST-5k model and write its checkpoint and manifest entry.
 
     OMP_NUM_THREADS=1 python -m mixquant_lite.zoo.train  # ResNet-20, 20 epochs, ~5-9 min, 2 cores
-    OMP_NUM_THREADS=1 python -m mixquant_lite.zoo.train --model mobilenetv2 --epochs 9 \
-        --batch-size 64
+    python -m mixquant_lite.zoo.train --model mobilenetv2 --epochs 9 --batch-size 64
 
 Seeded (torch, numpy), single process. Augmentation: random shifts of up to 2 pixels (crop of
 a background-padded image). SGD with momentum 0.9, Nesterov, weight decay 5e-4, one-cycle
