@@ -16,6 +16,7 @@ from .evaluation import evaluate
 from .layers import quantizable_layers, register_block
 from .packing import export, load_quantized
 from .plan import BitPlan
+from .qspec import IntegerWeight, QuantSpec
 from .quant import (
     check_bits,
     choose_qparams,
@@ -32,6 +33,8 @@ from .table import QETable, qe_table
 __version__ = "0.2.0"
 __all__ = [
     "BitPlan",
+    "IntegerWeight",
+    "QuantSpec",
     "BrecqConfig",
     "BrecqReport",
     "QETable",
