@@ -2,6 +2,8 @@
 checkpoint, file sizes against plan.size_bytes, errors, and the CLI command."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from mixquant_lite import BitPlan, mixquant
 from mixquant_lite.packing import export, load_quantized, pack_bits, read_plan, unpack_bits
 from mixquant_lite.table import qe_table
-from mixquant_lite.zoo.models import load_manifest, load_pretrained
+from mixquant_lite.zoo.models import load_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SHIPPED = sorted(load_manifest()["checkpoints"])
@@ -43,13 +45,13 @@ def _inputs(model: torch.nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_round_trip_equals_plan_apply_bit_for_bit(name, per_channel, tmp_path):
-    model = load_pretrained(name)
+def test_round_trip_equals_plan_apply_bit_for_bit(name, per_channel, tmp_path, request):
+    model = request.getfixturevalue(name.replace("-", "_"))  # one fixture per checkpoint
     table = qe_table(model, per_channel=per_channel)
     plan = mixquant(table, 300.0)  # a mixed plan
     assert len(set(plan.bits.values())) > 1
     info = export(model, plan, tmp_path / "q.safetensors")
-    skeleton = load_pretrained(name)
+    skeleton = copy.deepcopy(model)
     with torch.no_grad():  # the values must come from the file, not from the skeleton
         for p in skeleton.parameters():
             p.normal_()
@@ -70,8 +72,8 @@ def test_round_trip_equals_plan_apply_bit_for_bit(name, per_channel, tmp_path):
     assert 0 < info.quantized_overhead < (0.2 if per_channel else 0.01)
 
 
-def test_resnet20_rebuilt_from_the_file_alone(tmp_path):
-    model = load_pretrained("resnet20-mnist5k")
+def test_resnet20_rebuilt_from_the_file_alone(tmp_path, resnet20_mnist5k):
+    model = resnet20_mnist5k
     plan = BitPlan.uniform(qe_table(model, bits=[4]), 4)
     info = export(model, plan, tmp_path / "r20.safetensors")
     loaded = load_quantized(info.path)  # architecture recorded as "resnet20"
@@ -82,8 +84,8 @@ def test_resnet20_rebuilt_from_the_file_alone(tmp_path):
     assert w.unique().numel() <= 16
 
 
-def test_export_errors(tmp_path):
-    model = load_pretrained("resnet20-mnist5k")
+def test_export_errors(tmp_path, resnet20_mnist5k):
+    model = resnet20_mnist5k
     plan = BitPlan({"nope": 4}, {"nope": 10})
     with pytest.raises(ValueError, match="'nope'"):
         export(model, plan, tmp_path / "x.safetensors")
@@ -97,7 +99,7 @@ def test_export_errors(tmp_path):
         load_quantized(tmp_path / "missing.safetensors")
 
 
-def test_cli_export(tmp_path, capsys):
+def test_cli_export(tmp_path, capsys, resnet20_mnist5k):
     from mixquant_lite.cli import main
 
     plan_path = tmp_path / "plan.json"
@@ -106,7 +108,7 @@ def test_cli_export(tmp_path, capsys):
     assert main(["export", "--plan", str(plan_path), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "scales/zero points" in text and out.is_file()
-    model = load_pretrained("resnet20-mnist5k")
+    model = resnet20_mnist5k
     x = _inputs(model)
     with torch.no_grad():
         ref = BitPlan.from_json(plan_path).apply(model).eval()(x)
