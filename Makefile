@@ -50,7 +50,7 @@ test: $(STAMP)
 # control and checks the rendered outputs; screenshots in build/browser/.
 test-browser: $(STAMP) $(VENV)/.browser
 	@timeout -k 30 1500 $(BIN)/python -m pytest -q --timeout=1200 -m browser \
-	  tests/test_browser.py
+	  tests/tutorial/test_browser.py
 
 $(VENV)/.browser: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,fast,browser]"

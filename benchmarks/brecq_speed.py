@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixquant_lite.recon import brecq  # noqa: E402
 from mixquant_lite.recon.block_recon import _rec_loss, capture, find_units  # noqa: E402
-from mixquant_lite.recon.fold_bn import fold_bn  # noqa: E402
+from mixquant_lite.recon.folding import fold_bn  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RECIPE_ITERS = 20000
@@ -51,7 +51,7 @@ def _cpu_name() -> str:
 def _model_and_data(name: str, n: int, device: str):
     gen = torch.Generator().manual_seed(0)
     if name == "resnet20":
-        from mixquant_lite.models import data_dir, load_pretrained, resnet20
+        from mixquant_lite.zoo.models import data_dir, load_pretrained, resnet20
 
         if (data_dir() / "resnet20-mnist5k.pt").is_file():
             model, source = load_pretrained("resnet20-mnist5k"), "trained checkpoint"

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from _provenance import commit  # benchmarks/ is on sys.path when run as a script
 
-from mixquant_lite.data import calibration_batch, mnist5k_loader
-from mixquant_lite.models import load_pretrained
 from mixquant_lite.plan import BitPlan
 from mixquant_lite.recon import brecq, fold_bn
 from mixquant_lite.stats import paired_compare
 from mixquant_lite.table import qe_table
+from mixquant_lite.zoo.data import calibration_batch, mnist5k_loader
+from mixquant_lite.zoo.models import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_STEPS = 200  # quick mode's setting: the point every other one is compared with

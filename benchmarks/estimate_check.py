@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixquant_lite.recon import brecq  # noqa: E402
-from mixquant_lite.timing import estimate_brecq_time  # noqa: E402
+from mixquant_lite.reproduce.timing import estimate_brecq_time  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from mixquant_lite.models import data_dir, load_pretrained, resnet20
+    from mixquant_lite.zoo.models import data_dir, load_pretrained, resnet20
 
     if (data_dir() / "resnet20-mnist5k.pt").is_file():
         model, source = load_pretrained("resnet20-mnist5k"), "trained checkpoint"

@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_speed import naive_table  # noqa: E402
 
-from mixquant_lite.data import calibration_batch, mnist5k_loader  # noqa: E402
-from mixquant_lite.evaluate import evaluate  # noqa: E402
-from mixquant_lite.models import load_pretrained, torchvision_resnet  # noqa: E402
+from mixquant_lite.evaluation import evaluate  # noqa: E402
 from mixquant_lite.recon import brecq  # noqa: E402
 from mixquant_lite.search import mixquant  # noqa: E402
 from mixquant_lite.table import qe_table  # noqa: E402
+from mixquant_lite.zoo.data import calibration_batch, mnist5k_loader  # noqa: E402
+from mixquant_lite.zoo.models import load_pretrained, torchvision_resnet  # noqa: E402
 
 
 def _timed(fn, repeats: int = 3) -> tuple[float, object]:

@@ -3,9 +3,9 @@
     python benchmarks/qem_slider_reach.py
 
 Before: ``FloatLogSlider(min=0, max=4, step=0.1)``, i.e. QEM = 10^(k/10), k = 0..40.
-After: ``SelectionSlider`` over :func:`mixquant_lite.widgets.qem_change_points` of the shipped
-ResNet-20's QE table. Counts the distinct plans each control reaches and lists, for every plan the
-old slider cannot reach, the QEM interval where that plan holds. Writes
+After: ``SelectionSlider`` over :func:`mixquant_lite.tutorial.widgets.qem_change_points` of the
+shipped ResNet-20's QE table. Counts the distinct plans each control reaches and lists, for every
+plan the old slider cannot reach, the QEM interval where that plan holds. Writes
 benchmarks/results/qem_slider_reach.{json,md}. No evaluation on images: plans only.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mixquant_lite.models import load_pretrained
 from mixquant_lite.search import mixquant
 from mixquant_lite.table import qe_table
-from mixquant_lite.widgets import QEMExplorer, qem_change_points
+from mixquant_lite.tutorial.widgets import QEMExplorer, qem_change_points
+from mixquant_lite.zoo.models import load_pretrained
 
 OUT = Path(__file__).resolve().parent / "results"
 

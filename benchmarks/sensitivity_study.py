@@ -15,7 +15,8 @@ activations, candidates 2..8 bits:
    and half a bit above it): uniform (integer budgets), MixQuant (the QEM that meets the budget),
    the budget plan (``plan_for_budget``) under each measure, and ``--n-random`` plans from
    random layer rankings at the same budget as the reference distribution; every comparison is
-   an exact McNemar test over the 1,000 test images with a paired-bootstrap 95% CI.
+   an exact McNemar test over the 1,000 test images with a Newcombe 95% CI
+   (`mixquant_lite.stats.paired_compare`).
 
 Resumable: finished stages are cached in ``--cache-dir``; results are written to
 ``results/sensitivity-<model>.{json,csv,md}`` with provenance (commit, command, machine, time).
@@ -38,12 +39,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from _provenance import commit  # benchmarks/ is on sys.path when run as a script
-from scipy.stats import spearmanr
 
 from mixquant_lite import BitPlan, QETable, mixquant, plan_for_budget, qem_for_budget
-from mixquant_lite.data import mnist5k
-from mixquant_lite.models import load_pretrained
-from mixquant_lite.sensitivity import hessian, hessian_trace, paired_test, sensitivity_table
+from mixquant_lite.sensitivity import hessian, hessian_trace, sensitivity_table
+from mixquant_lite.stats import paired_compare
+from mixquant_lite.tutorial.stats import cluster_bootstrap_corr
+from mixquant_lite.zoo.data import mnist5k
+from mixquant_lite.zoo.models import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = tuple(range(2, 9))
@@ -103,20 +105,14 @@ def _plan_str(plan: BitPlan) -> str:
 
 def _spearman_ci(cost: np.ndarray, damage: np.ndarray, rng: np.random.Generator,
                  n_boot: int = 2000) -> tuple[float, float, float]:
-    """Spearman rho over rows, and a percentile bootstrap 95% CI resampling clusters.
+    """Spearman rho over rows, and a percentile bootstrap 95% CI resampling clusters
+    (:func:`mixquant_lite.tutorial.stats.cluster_bootstrap_corr`, the package's one).
 
     ``cost``/``damage``: ``(L, B)``; rows are layers (clusters), columns bit-widths pooled.
     """
-    rho = float(spearmanr(cost.ravel(), damage.ravel()).statistic)
-    boots = []
-    n = cost.shape[0]
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        r = spearmanr(cost[idx].ravel(), damage[idx].ravel()).statistic
-        if np.isfinite(r):
-            boots.append(r)
-    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan)
-    return rho, float(lo), float(hi)
+    clusters = np.repeat(np.arange(cost.shape[0]), cost.shape[1])
+    return cluster_bootstrap_corr(cost.ravel(), damage.ravel(), clusters, n_boot=n_boot,
+                                  seed=int(rng.integers(2**31)))
 
 
 def measure_damage(args, cache: Cache, model, qe: QETable, x_test, y_test, fp_correct,
@@ -281,9 +277,9 @@ def run(args: argparse.Namespace) -> dict:
                    "random_pctl": float((rand_acc < acc).mean() + 0.5 * (rand_acc == acc).mean())}
             for ref in ("uniform", "MixQuant", "budget[qe]"):
                 if ref in plans and ref != k:
-                    t = paired_test(c, scored[ref]["correct"])
-                    row[f"vs {ref}"] = (f"{t.verdict} {100 * t.diff:+.1f} "
-                                        f"[{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}] "
+                    t = paired_compare(c, scored[ref]["correct"], labels=(k, ref))
+                    row[f"vs {ref}"] = (f"{t.verdict} {t.diff:+.1f} "
+                                        f"[{t.ci_low:+.1f}, {t.ci_high:+.1f}] "
                                         f"p={t.p_value:.2g}")
             rows.append(row)
         rows.append({"budget": avg, "method": f"random x{len(rand_acc)}",
@@ -383,8 +379,8 @@ def write(result: dict, args: argparse.Namespace) -> None:
         md += ["", "(partial results: the single-layer damage stage has not run yet)"]
     md += ["", "## Accuracy at matched average bits (vanilla round-to-nearest)", "",
            "Verdicts: exact McNemar test over the 1,000 test images (p < 0.05), difference in "
-           "points with a paired-bootstrap 95% CI. random_pctl: share of the random plans at "
-           "that budget with lower top-1 (ties count half).", ""]
+           "points with a Newcombe 95% CI (stats.paired_compare). random_pctl: share of the "
+           "random plans at that budget with lower top-1 (ties count half).", ""]
     cols = ["budget", "method", "avg_bits", "top1", "random_pctl", "vs uniform", "vs MixQuant",
             "vs budget[qe]", "plan"]
     cols = [c for c in cols if c in df.columns]

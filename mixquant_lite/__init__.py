@@ -3,16 +3,20 @@
 Definitions: ``docs/method.md`` (quantizer, QE, the MixQuant rule, the budget plan), after
 Kloberdanz & Le, arXiv 2309.17341. Core modules: :mod:`.quant` (the quantizer), :mod:`.layers`
 (which layers and blocks), :mod:`.table` (QE tables), :mod:`.search` (MixQuant rule and budget
-plans), :mod:`.plan` (``BitPlan``), :mod:`.recon` (BRECQ), :mod:`.export` (integer export).
-The notebooks' helpers live in :mod:`mixquant_lite.tutorial`; the core imports none of it.
+plans), :mod:`.plan` (``BitPlan``), :mod:`.stats` (paired tests), :mod:`.evaluation`,
+:mod:`.sensitivity`, :mod:`.packing` (integer export), :mod:`.validate` (argument checks).
+
+Three wings on top of the core, which imports none of them: :mod:`.recon` (BRECQ),
+:mod:`.zoo` (data, models, training, testbeds), :mod:`.reproduce` (the results-table pipeline)
+and :mod:`.tutorial` (the notebooks' helpers); :mod:`.cli` is the command line.
+``mixquant_lite.export`` and ``mixquant_lite.evaluate`` are the functions (their modules are
+:mod:`.packing` and :mod:`.evaluation`).
 """
-# The old module paths mixquant_lite.qe_table (now .table) are loaded first, so that the
-# package attribute of that name is the function bound below, and stays so.
-from . import qe_table as _qe_table_module  # noqa: F401
-from .evaluate import evaluate
-from .export import export, load_quantized
+from .evaluation import evaluate
 from .layers import quantizable_layers, register_block
+from .packing import export, load_quantized
 from .plan import BitPlan
+from .qspec import IntegerWeight, QuantSpec
 from .quant import (
     check_bits,
     choose_qparams,
@@ -20,17 +24,17 @@ from .quant import (
     fake_quantize,
     fake_quantize_affine,
     qe,
-    qparams,
-    quantize,
     quantize_affine,
 )
 from .recon import BrecqConfig, BrecqReport, brecq, fold_bn
 from .search import mixquant, plan_for_budget, qem_for_budget, sweep
 from .table import QETable, qe_table
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "BitPlan",
+    "IntegerWeight",
+    "QuantSpec",
     "BrecqConfig",
     "BrecqReport",
     "QETable",
@@ -49,9 +53,7 @@ __all__ = [
     "qe",
     "qe_table",
     "qem_for_budget",
-    "qparams",
     "quantizable_layers",
-    "quantize",
     "quantize_affine",
     "register_block",
     "sweep",

@@ -4,7 +4,7 @@
 bit-width ``b`` with one read of the weights from memory:
 
 - min and max of the layer (or of each output channel) in one compiled pass that also counts
-  NaN/inf, which give every grid (:func:`mixquant_lite.quant._grid`, as the eager path);
+  NaN/inf, which give every grid (:func:`mixquant_lite.quant.affine_grid`, as the eager path);
 - one ``numba``-compiled loop walks the weights in blocks of ``BLOCK`` elements (4 KiB, in L1)
   and, while a block is hot, quantizes it at every bit-width and sums the squared errors in
   float32 (vectorised: the sum may be reassociated), adding each block's sum to a float64 total;
@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from .quant import _grid
+from .quant import affine_grid
 
 # optional dependency, imported on first use (half a second): the eager torch path is the fallback
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -145,7 +145,7 @@ def _layer(name: str, w: torch.Tensor, bits: tuple[int, ...], per_channel: bool)
     if minmax(x, mn, mx):  # one read: min, max and a count of NaN/inf
         raise ValueError(f"layer {name!r}'s weight contains NaN or inf values")
     label = f"layer {name!r}"
-    scale, zp = _grid(mn, mx, bits, label)  # (nb, C) float32 step, int64 zero point
+    scale, zp = affine_grid(mn, mx, bits, label)  # (nb, C) float32 step, int64 zero point
     inv = np.float32(1.0) / scale
     qmax = (2 ** np.asarray(bits, dtype=np.int64) - 1)[:, None]
     qlo, qhi = (-zp).astype(np.float32), (qmax - zp).astype(np.float32)

@@ -16,171 +16,41 @@ more entry, e.g. ``COMMANDS["reproduce"] = (add_reproduce_args, run_reproduce, "
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from torch import nn
 
-from . import results
-from .plan import _fmt_bytes
+from .plan import fmt_bytes
+from .validate import parse_act_bits, parse_bit_list, parse_layer_bits, parse_positive
+from .zoo.loading import ModelSpecError, torchvision_names
+from .zoo.loading import load_model as _load_model
 
-__all__ = ["main", "build_parser", "COMMANDS", "CLIError", "load_model", "parse_bits"]
+if TYPE_CHECKING:
+    from .reproduce import ReproduceConfig
+
+__all__ = ["main", "build_parser", "COMMANDS", "CLIError", "load_model"]
 
 
 class CLIError(Exception):
     """A user-facing error: printed as ``mixquant-lite: error: ...``, exit status 2."""
 
 
-# ----------------------------------------------------------------------------- models
-
-
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def _build_arch(arch: str, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """An untrained model of architecture ``arch`` shaped to fit ``state``."""
-    from .export import build_architecture
-
-    try:
-        return build_architecture(arch, state)
-    except ValueError:
-        raise CLIError(f"unknown --arch {arch!r}: use resnet20 or a torchvision name") from None
-
-
-def _load_checkpoint(path: Path, arch: str | None) -> nn.Module:
-    if not path.is_file():
-        raise CLIError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refused (a whole pickled model) or not a torch file
-        raise CLIError(
-            f"could not read {path} with torch.load(weights_only=True): {type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}. Save a state_dict "
-            "(torch.save(model.state_dict(), path))."
-        ) from None
-    if not isinstance(obj, Mapping):
-        raise CLIError(f"{path} holds a {type(obj).__name__}, not a state_dict")
-    for key in ("state_dict", "model"):
-        if isinstance(obj.get(key), Mapping):
-            arch = arch or obj.get("arch")
-            obj = obj[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise CLIError(f"{path} holds no tensors")
-    if arch is None:
-        raise CLIError(
-            f"{path} is a bare state_dict: pass --arch (resnet20 or a torchvision model name)"
-        )
-    model = _build_arch(arch, state)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CLIError(f"{path} does not fit --arch {arch}: {str(e).splitlines()[0]}") from None
-    return model.eval()
-
-
 def load_model(
     spec: str, *, random_init: bool = False, arch: str | None = None
 ) -> tuple[nn.Module, str]:
-    """The model named by ``spec`` and a one-line description of where its weights come from.
-
-    ``spec``: an existing file (a state_dict checkpoint), a torchvision model name (pretrained
-    unless ``random_init``), or a shipped checkpoint name (:func:`mixquant_lite.models.
-    load_pretrained`). Raises :class:`CLIError` with a clear message when it cannot be had;
-    pretrained weights are never silently replaced by random ones.
-    """
-    from .models import (
-        TORCHVISION_RESNETS,
-        CheckpointError,
-        PretrainedUnavailableError,
-        load_pretrained,
-        torchvision_resnet,
-    )
-
-    path = Path(spec)
-    is_file = path.suffix in (".pt", ".pth", ".ckpt", ".bin") or path.exists()
-    if random_init and (is_file or spec not in _torchvision_names()):
-        raise CLIError("--random-init applies to torchvision model names only")
-    if is_file:
-        return _load_checkpoint(path, arch), f"checkpoint {path}"
-    if spec in _torchvision_names():
-        try:
-            if spec in TORCHVISION_RESNETS:
-                model = torchvision_resnet(spec, pretrained=not random_init)
-            else:
-                import torchvision
-
-                weights = None if random_init else "DEFAULT"
-                try:
-                    model = torchvision.models.get_model(spec, weights=weights).eval()
-                except Exception as e:  # download / hash errors: no pretrained weights here
-                    raise PretrainedUnavailableError(
-                        f"pretrained weights for {spec} could not be loaded "
-                        f"({type(e).__name__}: {e})"
-                    ) from None
-        except PretrainedUnavailableError as e:
-            raise CLIError(
-                f"{e}\nPretrained weights are unavailable, and random ones are never used "
-                "silently: pass --random-init to search on random weights knowingly."
-            ) from None
-        how = "RANDOM (untrained) weights" if random_init else "pretrained weights"
-        return model, f"torchvision {spec}, {how}"
+    """:func:`mixquant_lite.zoo.loading.load_model`, its errors as :class:`CLIError`."""
     try:
-        return load_pretrained(spec), f"shipped checkpoint {spec}"
-    except ValueError as e:
-        raise CLIError(
-            f"unknown model {spec!r}: not a file, not a torchvision model name, and not a "
-            f"shipped checkpoint ({e})"
-        ) from None
-    except CheckpointError as e:
+        return _load_model(spec, random_init=random_init, arch=arch)
+    except ModelSpecError as e:
         raise CLIError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------- arguments
-
-
-def parse_bits(text: str) -> tuple[int, ...]:
-    """``"2-8"`` -> ``(2, ..., 8)``; ``"2,4,8"`` and mixes like ``"2-4,8"`` work too."""
-    from .quant import check_bit_list
-
-    out: list[int] = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m:
-            raise argparse.ArgumentTypeError(f"bad bit-width list {text!r} (e.g. 2-8 or 2,4,8)")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi < lo:
-            raise argparse.ArgumentTypeError(f"bad range {part!r}: {hi} < {lo}")
-        out += range(lo, hi + 1)
-    try:
-        return check_bit_list(out)
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _fix_item(text: str) -> tuple[str, int]:
-    name, sep, bits = text.rpartition("=")
-    if not sep or not name or not bits.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected LAYER=BITS, got {text!r}")
-    return name, int(bits)
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return v
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -193,7 +63,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="torchvision models only: use random weights instead of pretrained ones")
     g.add_argument("--arch", help="architecture of a bare state_dict checkpoint "
                                   "(resnet20 or a torchvision name)")
-    g.add_argument("--bits", type=parse_bits, default=tuple(range(2, 9)),
+    g.add_argument("--bits", type=parse_bit_list, default=tuple(range(2, 9)),
                    help="candidate bit-widths, e.g. 2-8 or 2,4,8 (default: 2-8)")
     g.add_argument("--per-channel", action="store_true",
                    help="one quantization grid per output channel (default: per tensor)")
@@ -201,8 +71,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline-bits", type=int, default=None,
                    help="MixQuant baseline bit-width (default: 8, or the largest candidate "
                         "when 8 is not one)")
-    g.add_argument("--fix", type=_fix_item, action="append", default=[], metavar="LAYER=BITS",
-                   help="keep LAYER at BITS (repeatable)")
+    g.add_argument("--fix", type=parse_layer_bits, action="append", default=[],
+                   metavar="LAYER=BITS", help="keep LAYER at BITS (repeatable)")
     g.add_argument("--first-last-bits", type=int, metavar="BITS",
                    help="keep the first and the last quantizable layer at BITS")
 
@@ -251,10 +121,10 @@ def _qe_fmt(x: float) -> str:
 def _add_search_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     g = p.add_argument_group("what to search for (one of)").add_mutually_exclusive_group()
-    g.add_argument("--qem", type=_positive, help="MixQuant QE multiplier (default: 100)")
-    g.add_argument("--budget-avg-bits", type=_positive, metavar="BITS",
+    g.add_argument("--qem", type=parse_positive, help="MixQuant QE multiplier (default: 100)")
+    g.add_argument("--budget-avg-bits", type=parse_positive, metavar="BITS",
                    help="exact least-error plan with at most this average bit-width")
-    g.add_argument("--budget-bytes", type=_positive, metavar="BYTES",
+    g.add_argument("--budget-bytes", type=parse_positive, metavar="BYTES",
                    help="exact least-error plan with at most this many bytes of weights")
     p.add_argument("--json", type=Path, metavar="FILE", help="save the plan as JSON")
 
@@ -286,8 +156,8 @@ def _run_search(args: argparse.Namespace) -> int:
     df = _layer_frame(table, plan)
     print(df.to_string(formatters={c: _qe_fmt for c in df.columns if c.startswith("QE@")}))
     print()
-    print(f"average bits {plan.avg_bits:.3f} | weights {_fmt_bytes(plan.size_bytes)} vs "
-          f"{_fmt_bytes(plan.f32_bytes)} in f32 ({plan.compression:.2f}x smaller) | "
+    print(f"average bits {plan.avg_bits:.3f} | weights {fmt_bytes(plan.size_bytes)} vs "
+          f"{fmt_bytes(plan.f32_bytes)} in f32 ({plan.compression:.2f}x smaller) | "
           f"total squared error {plan.squared_error(table):.4g}")
     if budget:
         try:
@@ -308,7 +178,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
 def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--qem", type=_positive, nargs="+", default=[1, 10, 100, 1000, 10000],
+    p.add_argument("--qem", type=parse_positive, nargs="+", default=[1, 10, 100, 1000, 10000],
                    help="QE multipliers (default: 1 10 100 1000 10000)")
 
 
@@ -322,7 +192,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     out = pd.DataFrame({
         "avg_bits": [f"{v:.3f}" for v in df["avg_bits"]],
-        "weights": [_fmt_bytes(v) for v in df["size_bytes"]],
+        "weights": [fmt_bytes(v) for v in df["size_bytes"]],
         "vs_f32": [f"{v:.2f}x" for v in df["compression"]],
         "sq_error": [f"{v:.4g}" for v in df["sq_error"]],
         "bits_per_layer": [" ".join(str(b) for b in p.bits.values()) for p in df["plan"]],
@@ -345,10 +215,14 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
                    help="a plan saved as JSON (mixquant-lite search --json FILE)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="the safetensors file to write")
+    p.add_argument("--brecq-iters", type=int, default=None, metavar="N",
+                   help="run BRECQ with the plan (N steps per unit, MNIST-5k calibration images) "
+                        "and write its learned integer codes; default: round-to-nearest")
+    p.add_argument("--n-calib", type=int, default=256, help="BRECQ calibration images")
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .packing import export
     from .plan import BitPlan
 
     model, source = load_model(args.model, arch=args.arch)
@@ -356,16 +230,113 @@ def _run_export(args: argparse.Namespace) -> int:
         plan = BitPlan.from_json(args.plan)
     except (OSError, ValueError) as e:
         raise CLIError(f"cannot read the plan {args.plan}: {e}") from None
-    arch = args.arch or (args.model if args.model in _torchvision_names() else None)
+    arch = args.arch or (args.model if args.model in torchvision_names() else None)
+    weights = None
     try:
-        info = export(model.eval(), plan, args.out, arch=arch)
+        if args.brecq_iters is not None:
+            model, plan, weights = _brecq_for_export(model, plan, args)
+        info = export(model.eval(), plan, args.out, arch=arch, weights=weights)
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
-    print(f"{args.model}: {source}; plan {plan.summary()}")
+    print(f"{args.model}: {source}; plan {plan.summary()}; {plan.spec.granularity}, "
+          f"{plan.spec.range_method} ranges, "
+          + ("round-to-nearest" if weights is None else f"BRECQ ({args.brecq_iters} steps/unit)"))
+    if weights is not None:
+        print("BatchNorm-folded: load with load_quantized(path, model=fold_bn(float_model))")
     print(f"wrote {info.path}: {info.file:,} bytes = codes {info.codes:,} + scales/zero points "
           f"{info.qparams:,} + float tensors {info.float_tensors:,} + header {info.header:,}")
     print(f"plan.size_bytes {plan.size_bytes:,.0f}; codes + scales/zero points are "
           f"{100 * info.quantized_overhead:+.2f} % of it")
+    return 0
+
+
+def _brecq_for_export(model: nn.Module, plan, args: argparse.Namespace):
+    """BRECQ of ``model`` with ``plan`` as it is: the quantized model, the plan it used and its
+    learned integer codes."""
+    from .recon import brecq
+    from .zoo.data import calibration_batch
+
+    if args.model not in ("resnet20-mnist5k", "mobilenetv2-mnist5k"):
+        raise CLIError("--brecq-iters calibrates on MNIST-5k: use a shipped MNIST-5k model")
+    qmodel, report = brecq(model, calibration_batch(args.n_calib), plan, iters=args.brecq_iters,
+                           n_calib=args.n_calib, batch_size=min(32, args.n_calib),
+                           first_last_bits=None, progress=False)
+    return qmodel, report.plan, report.weights
+
+
+# ----------------------------------------------------------------------------- reproduce
+
+
+def _add_reproduce_args(p: argparse.ArgumentParser) -> None:
+    from .reproduce import QUICK
+
+    add = p.add_argument
+    add("--model", default="resnet20-mnist5k",
+        help="resnet20-mnist5k (default), mobilenetv2-mnist5k or a torchvision ResNet")
+    add("--dataset", default="mnist5k",
+        help="mnist5k (default), imagenette, imagenette-320 or imagenet:/path/val")
+    add("--quick", action="store_true", help=f"the QUICK preset ({QUICK.iters} steps/block, "
+        f"{QUICK.n_calib} calibration images; default: FULL, the BRECQ recipe)")
+    add("--out-dir", default="results", help="output folder (default results/)")
+    add("--iters", type=int, default=None, help="BRECQ steps per block (overrides the preset)")
+    add("--n-calib", type=int, default=None, help="calibration images (overrides the preset)")
+    add("--act-bits", type=parse_act_bits, default=(None, 8),
+        help="activation settings of the BRECQ rows (default 'none,8')")
+    add("--seed", type=int, default=0)
+    add("--per-channel", action="store_true", help="per-output-channel grids")
+    add("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add("--threads", type=int, default=None,
+        help="torch CPU threads of this process (the CLI sets it; the library never does)")
+    add("--batch-size", type=int, default=256, help="evaluation batch size")
+    add("--workers", type=int, default=2, help="ImageNet loader workers")
+    add("--image-size", type=int, default=224, help="ImageNet crop size")
+    add("--brecq-bits", type=int, nargs="+", default=None,
+        help="uniform points of the BRECQ section (default 4 3 2)")
+    add("--brecq-between", type=float, nargs="*", default=None,
+        help="mixed middle-layer bit-widths of the BRECQ section (default 2.5)")
+    add("--cache-dir", default=None,
+        help="keep each finished BRECQ run here and reuse it (resumable runs)")
+    add("--no-progress", action="store_true", help="no tqdm bars")
+    add("--quiet", action="store_true", help="no per-row log lines")
+    add("--render-only", action="store_true",
+        help="re-render <out-dir>/<dataset>-<model>.md (and the JSON's paired tests) from the "
+             "stored .csv and .json; runs nothing")
+
+
+def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
+    """The :class:`~mixquant_lite.reproduce.ReproduceConfig` of parsed ``reproduce`` options."""
+    from .reproduce import ReproduceConfig
+
+    kw = dict(model=args.model, dataset=args.dataset, out_dir=args.out_dir,
+              act_bits=args.act_bits, seed=args.seed, per_channel=args.per_channel,
+              device=args.device, batch_size=args.batch_size, workers=args.workers,
+              image_size=args.image_size, cache_dir=args.cache_dir,
+              progress=not args.no_progress, verbose=not args.quiet,
+              command=" ".join(["mixquant-lite", *sys.argv[1:]]))
+    for name in ("iters", "n_calib", "brecq_bits", "brecq_between"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    try:
+        return ReproduceConfig.preset("quick" if args.quick else "full", **kw)
+    except (TypeError, ValueError) as e:
+        raise CLIError(str(e)) from None
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import render_markdown, reproduce
+    from .zoo.testbeds import testbed_stem
+
+    if args.render_only:
+        path = render_markdown(Path(args.out_dir) / testbed_stem(args.model, args.dataset))
+        print(path.read_text())
+        print(f"wrote {path} (and the paired tests into its .json)")
+        return 0
+    config = reproduce_config(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    df = reproduce(config)
+    print(Path(df.attrs["paths"][1]).read_text())
+    print("wrote " + ", ".join(df.attrs["paths"]))
     return 0
 
 
@@ -380,11 +351,8 @@ COMMANDS: dict[str, Command] = {
     "sweep": (_add_sweep_args, _run_sweep, "MixQuant plans for several QEMs from one QE table"),
     "export": (_add_export_args, _run_export,
                "apply a saved plan JSON to a model and write integer codes (safetensors)"),
-    "reproduce": (
-        results.add_arguments,
-        results.run,
-        "the results table: vanilla PTQ, MixQuant, budget plans and BRECQ at matched bits",
-    ),
+    "reproduce": (_add_reproduce_args, _run_reproduce, "the results table: vanilla PTQ, "
+                  "MixQuant, budget plans and BRECQ at matched bits"),
 }
 
 

@@ -27,12 +27,13 @@ import torch
 from torch import nn
 
 from .layers import QUANTIZABLE_TYPES, weight_of
-from .quant import check_bits, fake_quantize
+from .qspec import QuantSpec, table_spec
+from .quant import check_bits
 
 if TYPE_CHECKING:
     from .table import QETable
 
-__all__ = ["BitPlan"]
+__all__ = ["BitPlan", "fmt_bytes"]
 
 _FORMAT = "mixquant-lite/bitplan"
 _VERSION = 1
@@ -48,14 +49,19 @@ class BitPlan:
     Attributes:
         bits: ``{layer path: bits}`` (ints in ``1..16``), in module order.
         numel: ``{layer path: number of weights}`` for the same layers.
-        per_channel: quantize per output channel (as the QE table was measured) when applied.
+        spec: the quantizer (:class:`~mixquant_lite.quant.QuantSpec`: granularity and range
+            method) that :meth:`apply`, :func:`mixquant_lite.brecq` and
+            :func:`mixquant_lite.export` use; a plan from a QE table carries the table's.
         meta: free-form JSON-able provenance (e.g. ``{"method": "mixquant", "qem": 100.0}``).
+        fixed: ``{layer: bits}`` of the layers held at a given bit-width when the plan was made
+            (e.g. first and last at 8); a subset of ``bits``.
     """
 
     bits: Mapping[str, int]
     numel: Mapping[str, int]
-    per_channel: bool = False
+    spec: QuantSpec = field(default_factory=QuantSpec)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    fixed: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, Mapping) or not isinstance(self.numel, Mapping):
@@ -77,11 +83,27 @@ class BitPlan:
             numel[k] = int(n)
         object.__setattr__(self, "bits", MappingProxyType(bits))
         object.__setattr__(self, "numel", MappingProxyType(numel))
-        object.__setattr__(self, "per_channel", bool(self.per_channel))
+        if not isinstance(self.spec, QuantSpec):
+            raise TypeError(f"spec must be a QuantSpec, got {type(self.spec).__name__}")
+        wrong = {k: v for k, v in self.fixed.items() if bits.get(k) != v}
+        if wrong:
+            raise ValueError(f"fixed layers must be in the plan at their bits, got {wrong}")
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
+        object.__setattr__(self, "fixed", MappingProxyType({str(k): int(v)
+                                                            for k, v in self.fixed.items()}))
 
     def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain dicts
-        return (type(self), (dict(self.bits), dict(self.numel), self.per_channel, dict(self.meta)))
+        return (type(self), (dict(self.bits), dict(self.numel), self.spec, dict(self.meta),
+                             dict(self.fixed)))
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the spec's grids are per output channel."""
+        return self.spec.per_channel
+
+    def with_spec(self, spec: QuantSpec) -> BitPlan:
+        """The same plan quantized with ``spec``."""
+        return BitPlan(dict(self.bits), dict(self.numel), spec, dict(self.meta), dict(self.fixed))
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -134,12 +156,13 @@ class BitPlan:
         """One line: average bits, weight storage and the ratio to float32."""
         return (
             f"{len(self.bits)} layers, {self.total_numel:,} weights: average {self.avg_bits:.3f} "
-            f"bits, {_fmt_bytes(self.size_bytes)} vs {_fmt_bytes(self.f32_bytes)} in f32 "
+            f"bits, {fmt_bytes(self.size_bytes)} vs {fmt_bytes(self.f32_bytes)} in f32 "
             f"({self.compression:.2f}x smaller)"
         )
 
     def __repr__(self) -> str:
-        return f"BitPlan({self.summary()}, per_channel={self.per_channel})"
+        return (f"BitPlan({self.summary()}, {self.spec.granularity}, "
+                f"{self.spec.range_method})")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BitPlan):
@@ -147,7 +170,8 @@ class BitPlan:
         return (
             list(self.bits.items()) == list(other.bits.items())
             and dict(self.numel) == dict(other.numel)
-            and self.per_channel == other.per_channel
+            and self.spec == other.spec
+            and dict(self.fixed) == dict(other.fixed)
         )
 
     __hash__ = None  # type: ignore[assignment]  # equality is by value; not a dict key
@@ -160,7 +184,7 @@ class BitPlan:
         return cls(
             dict.fromkeys(table.layers, bits),
             dict(table.numel),
-            table.per_channel,
+            table_spec(table),
             {"method": "uniform"},
         )
 
@@ -170,6 +194,8 @@ class BitPlan:
             "format": _FORMAT,
             "version": _VERSION,
             "per_channel": self.per_channel,
+            "spec": self.spec.to_dict(),
+            "fixed": dict(self.fixed),
             "layers": [
                 {"name": k, "numel": self.numel[k], "bits": b} for k, b in self.bits.items()
             ],
@@ -212,7 +238,14 @@ class BitPlan:
             raise ValueError(f"malformed BitPlan layers: {e!r}") from None
         if len(bits) != len(layers):
             raise ValueError("BitPlan document names a layer twice")
-        return cls(bits, numel, bool(data.get("per_channel", False)), data.get("meta") or {})
+        spec = data.get("spec")
+        if spec is None:  # a version-1 document written by 0.1 records per_channel only
+            spec = {"granularity": "per_channel" if data.get("per_channel") else "per_tensor"}
+        try:
+            qspec = QuantSpec(**spec)
+        except TypeError as e:
+            raise ValueError(f"malformed BitPlan spec {spec!r}: {e}") from None
+        return cls(bits, numel, qspec, data.get("meta") or {}, data.get("fixed") or {})
 
     # ------------------------------------------------------------------ application
     def check_model(self, model: nn.Module) -> None:
@@ -241,8 +274,8 @@ class BitPlan:
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
-        (vanilla asymmetric round-to-nearest PTQ, :func:`mixquant_lite.quant.fake_quantize`, with
-        this plan's ``per_channel``). Biases and unplanned layers are left as they are.
+        (vanilla asymmetric round-to-nearest PTQ on this plan's :attr:`spec`, the grid of
+        :meth:`QuantSpec.fake_quantize`). Biases and unplanned layers are left as they are.
 
         Raises:
             ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``
@@ -253,11 +286,12 @@ class BitPlan:
         with torch.no_grad():
             for name, b in self.bits.items():
                 w = weight_of(out, name)
-                w.copy_(fake_quantize(w, b, per_channel=self.per_channel))
+                w.copy_(self.spec.fake_quantize(w, b))
         return out
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
+    """``n`` bytes in words: ``"1.23 MB"``, ``"512 B"``."""
     for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= k:
             return f"{n / k:.2f} {unit}"

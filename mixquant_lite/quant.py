@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -42,9 +41,10 @@ __all__ = [
     "check_bit_list",
     "check_granularity",
     "RANGE_METHODS",
+    "MIN_SCALE",
+    "minmax_range",
+    "affine_grid",
     "GRANULARITIES",
-    "quantize",
-    "qparams",
 ]
 
 RANGE_METHODS = ("minmax", "mse")
@@ -52,7 +52,7 @@ GRANULARITIES = ("per_tensor", "per_channel")
 MIN_BITS, MAX_BITS = 1, 16
 # A step smaller than this would make 1/s overflow in float32; an all-zero (or subnormal-range)
 # tensor gets this step instead and round-trips exactly.
-_MIN_SCALE = 2.0**-100
+MIN_SCALE = 2.0**-100
 # "mse" range search (BRECQ's UniformAffineQuantizer): 80 shrink ratios, L_2.4 error.
 MSE_RATIOS = tuple(1.0 - 0.01 * i for i in range(80))
 MSE_P = 2.4
@@ -123,7 +123,9 @@ def _check_tensor(x: torch.Tensor, name: str = "w", *, per_channel: bool = False
     return x
 
 
-def _minmax(w: torch.Tensor, per_channel: bool, name: str = "w") -> tuple[np.ndarray, np.ndarray]:
+def minmax_range(
+    w: torch.Tensor, per_channel: bool, name: str = "w"
+) -> tuple[np.ndarray, np.ndarray]:
     """Minimum and maximum of ``w`` (per output channel or of the whole tensor) in one pass.
 
     Returns two float32 numpy arrays of shape ``(C,)`` (``(1,)`` per tensor). A NaN anywhere
@@ -143,7 +145,7 @@ def _minmax(w: torch.Tensor, per_channel: bool, name: str = "w") -> tuple[np.nda
     return mn_np, mx_np
 
 
-def _grid(
+def affine_grid(
     mn: np.ndarray, mx: np.ndarray, bits: tuple[int, ...], name: str = "w"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps and zero points for every bit-width in ``bits`` from per-group minima and maxima.
@@ -155,7 +157,7 @@ def _grid(
     lo = np.minimum(mn.astype(np.float64), 0.0)
     hi = np.maximum(mx.astype(np.float64), 0.0)
     qmax = (2.0 ** np.asarray(bits, dtype=np.float64) - 1.0)[:, None]
-    scale64 = np.maximum((hi - lo)[None, :] / qmax, _MIN_SCALE)
+    scale64 = np.maximum((hi - lo)[None, :] / qmax, MIN_SCALE)
     with np.errstate(over="ignore"):
         scale = scale64.astype(np.float32)
     if not np.isfinite(scale).all():
@@ -180,10 +182,10 @@ def _mse_grid(
     ``scale`` and int64 ``zero_point`` arrays of shape ``(C,)``."""
     ratios = np.asarray(MSE_RATIOS, dtype=np.float64)
     n_groups = len(mn)
-    # Every (ratio, group) is a group of its own for _grid: (R * C,) minima and maxima.
+    # Every (ratio, group) is a group of its own for affine_grid: (R * C,) minima and maxima.
     mn_r = (ratios[:, None] * mn.astype(np.float64)[None, :]).reshape(-1)
     mx_r = (ratios[:, None] * mx.astype(np.float64)[None, :]).reshape(-1)
-    scale, zp = _grid(mn_r, mx_r, (bits,))
+    scale, zp = affine_grid(mn_r, mx_r, (bits,))
     scale, zp = scale.reshape(len(ratios), n_groups), zp.reshape(len(ratios), n_groups)
     flat = x.detach().float().reshape(n_groups, -1)
     if flat.shape[1] > _MSE_SAMPLE:  # the range comes from all values, the error from a sample
@@ -227,9 +229,9 @@ def choose_qparams(
     per_channel = check_granularity(granularity) == "per_channel"
     check_range_method(range_method)
     _check_tensor(x, "x", per_channel=per_channel)
-    mn, mx = _minmax(x, per_channel, "x")
+    mn, mx = minmax_range(x, per_channel, "x")
     if range_method == "minmax":
-        scale2, zp2 = _grid(mn, mx, (bits,), "x")
+        scale2, zp2 = affine_grid(mn, mx, (bits,), "x")
         scale, zp = scale2[0], zp2[0]
     else:
         scale, zp = _mse_grid(x, mn, mx, bits, per_channel)
@@ -353,30 +355,3 @@ def qe(
     if not math.isfinite(val):
         raise ValueError("the quantization error of w is not finite")
     return val
-
-
-# ---------------------------------------------------------------- deprecated names (v0.1)
-
-
-def quantize(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
-) -> torch.Tensor:
-    """Deprecated name of :func:`fake_quantize` (it returns floats, not integer codes)."""
-    warnings.warn(
-        "mixquant_lite.quant.quantize is deprecated: use fake_quantize (floats on the grid) or "
-        "quantize_affine (integer codes)", DeprecationWarning, stacklevel=2,
-    )
-    return fake_quantize(w, bits, per_channel=per_channel, range_method=range_method)
-
-
-def qparams(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deprecated name of :func:`choose_qparams` (``per_channel=True`` is
-    ``granularity="per_channel"``)."""
-    warnings.warn(
-        "mixquant_lite.quant.qparams is deprecated: use choose_qparams(x, bits, granularity, "
-        "range_method)", DeprecationWarning, stacklevel=2,
-    )
-    _check_tensor(w, per_channel=per_channel)
-    return choose_qparams(w, bits, _granularity(per_channel), range_method)

@@ -24,13 +24,10 @@ quantizing that layer at that bit-width, estimated on calibration images ``calib
 
 Losses are cross-entropy against ``labels``; when none are given the float model's own
 predictions (argmax) are used, as in data-free calibration. Weights are quantized by the
-package's quantizer (:func:`~mixquant_lite.quantize`, vanilla asymmetric round-to-nearest,
+package's quantizer (:func:`~mixquant_lite.fake_quantize`, vanilla asymmetric round-to-nearest,
 as :meth:`~mixquant_lite.BitPlan.apply` does). Nothing here changes the caller's model, its
-modes, global seeds or thread settings.
-
-The module also has :func:`paired_test`, the exact McNemar test with a paired-bootstrap
-confidence interval for comparing two models scored on the same test images (kept here until the
-package has one shared statistics helper).
+modes, global seeds or thread settings. Two models scored on the same test images are compared
+with :func:`mixquant_lite.stats.paired_compare` (exact McNemar test, paired interval).
 """
 from __future__ import annotations
 
@@ -49,19 +46,10 @@ from torch import nn
 from .layers import quantizable_layers, weight_of
 from .quant import fake_quantize
 from .table import QETable, qe_table
+from .validate import check_int
 
-__all__ = [
-    "MEASURES",
-    "HessianTrace",
-    "PairedTest",
-    "hessian",
-    "hessian_trace",
-    "fisher",
-    "output",
-    "sensitivity_table",
-    "timed_sensitivity_table",
-    "paired_test",
-]
+__all__ = ["MEASURES", "HessianTrace", "hessian", "hessian_trace", "fisher", "output",
+           "sensitivity_table", "timed_sensitivity_table"]
 
 MEASURES = ("qe", "hessian", "fisher", "output")
 _DEFAULT_BITS = tuple(range(2, 9))
@@ -72,9 +60,8 @@ _DEFAULT_BITS = tuple(range(2, 9))
 
 def _check_calib(calib: torch.Tensor) -> torch.Tensor:
     if not isinstance(calib, torch.Tensor):
-        raise TypeError(
-            f"calib must be a torch.Tensor of images (N, ...), got {type(calib).__name__}"
-        )
+        raise TypeError(f"calib must be a torch.Tensor of images (N, ...), got "
+                        f"{type(calib).__name__}")
     if not calib.is_floating_point() or calib.dim() < 2 or calib.shape[0] < 1:
         raise ValueError(
             f"calib must be a float tensor (N, ...) with N >= 1 images, got dtype {calib.dtype} "
@@ -83,12 +70,6 @@ def _check_calib(calib: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(calib).all():
         raise ValueError("calib contains NaN or inf values")
     return calib
-
-
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 def _working_copy(model: nn.Module, calib: torch.Tensor) -> nn.Module:
@@ -209,8 +190,8 @@ def hessian_trace(
     """
     t0 = time.perf_counter()
     calib = _check_calib(calib)
-    n_probes = _check_int(n_probes, "n_probes", 2)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    n_probes = check_int("n_probes", n_probes, 2)
+    batch_size = check_int("batch_size", batch_size, 1)
     work = _working_copy(model, calib)
     y = _labels(work, calib, labels, batch_size)
     named = quantizable_layers(work)
@@ -246,19 +227,13 @@ def hessian_trace(
 
 
 def hessian(
-    model: nn.Module,
-    calib: torch.Tensor,
-    bits: Iterable[int] = _DEFAULT_BITS,
-    *,
-    labels: torch.Tensor | None = None,
-    per_channel: bool = False,
-    n_probes: int = 32,
-    batch_size: int = 128,
-    seed: int = 0,
-    per_layer: bool = True,
+    model: nn.Module, calib: torch.Tensor, bits: Iterable[int] = _DEFAULT_BITS, *,
+    labels: torch.Tensor | None = None, per_channel: bool = False, n_probes: int = 32,
+    batch_size: int = 128, seed: int = 0, per_layer: bool = True,
     trace: HessianTrace | None = None,
 ) -> QETable:
-    """HAWQ-style table: ``values[l, b] = 0.5 * tr(H_l) * QE(l, b)`` (loss units).
+    """HAWQ-style table: ``values[l, b] = 0.5 * tr(H_l) * QE(l, b)`` (loss units). Ten
+    parameters: the table's and :func:`hessian_trace`'s options, passed through.
 
     ``tr(H_l)`` comes from :func:`hessian_trace` (or from ``trace`` when given, which must be of
     this model). A negative trace estimate (possible away from a minimum, or from noise) is
@@ -303,7 +278,7 @@ def fisher(
 
     qt = qe_table(model, bits, per_channel=per_channel)
     calib = _check_calib(calib)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     work = _working_copy(model, calib)
     y = _labels(work, calib, labels, batch_size)
     named = quantizable_layers(work)
@@ -350,7 +325,7 @@ def output(
     """
     qt = qe_table(model, bits, per_channel=per_channel)
     calib = _check_calib(calib)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     work = _working_copy(model, calib)
     named = quantizable_layers(work)
     batches = calib.split(batch_size)
@@ -421,79 +396,3 @@ def timed_sensitivity_table(*args, **kwargs) -> tuple[QETable, float]:
     t0 = time.perf_counter()
     table = sensitivity_table(*args, **kwargs)
     return table, time.perf_counter() - t0
-
-
-# ------------------------------------------------------------------------------ paired test
-
-
-@dataclass(frozen=True)
-class PairedTest:
-    """Two models scored on the same ``n`` images.
-
-    Attributes:
-        n: images.
-        acc_a, acc_b: top-1 accuracies (fractions).
-        a_only, b_only: images only ``a`` (only ``b``) classifies correctly (the discordant
-            pairs).
-        p_value: two-sided exact McNemar p-value (binomial test of ``a_only`` among the
-            discordant pairs at 1/2; 1.0 when there are none).
-        diff, ci_low, ci_high: ``acc_a - acc_b`` and its paired-bootstrap percentile
-            confidence interval (fractions).
-        verdict: ``"better"`` / ``"worse"`` (``a`` vs ``b``) when ``p_value < alpha``, else
-            ``"tie"``.
-    """
-
-    n: int
-    acc_a: float
-    acc_b: float
-    a_only: int
-    b_only: int
-    p_value: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    verdict: str
-
-
-def paired_test(
-    correct_a,
-    correct_b,
-    *,
-    alpha: float = 0.05,
-    n_boot: int = 10_000,
-    seed: int = 0,
-) -> PairedTest:
-    """Exact McNemar test and a paired-bootstrap CI for two per-image correctness vectors.
-
-    Args:
-        correct_a, correct_b: bool arrays ``(n,)`` (e.g. :func:`mixquant_lite.evaluate.
-            correct_mask`) over the same images in the same order.
-        alpha: significance level in (0, 1); the CI has level ``1 - alpha``.
-        n_boot: bootstrap resamples of the images (int >= 100), drawn from a generator seeded
-            with ``seed``.
-    """
-    from scipy.stats import binomtest
-
-    a = np.asarray(correct_a).astype(bool).ravel()
-    b = np.asarray(correct_b).astype(bool).ravel()
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError(
-            f"correct_a and correct_b must be non-empty and of the same length, got {a.size} "
-            f"and {b.size}"
-        )
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    n_boot = _check_int(n_boot, "n_boot", 100)
-    n = a.size
-    a_only = int((a & ~b).sum())
-    b_only = int((~a & b).sum())
-    disc = a_only + b_only
-    p = binomtest(a_only, disc, 0.5).pvalue if disc else 1.0
-    # Resampling images = a multinomial draw of (a-only, b-only, concordant) counts.
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, [a_only / n, b_only / n, 1 - disc / n], size=n_boot)
-    diffs = (counts[:, 0] - counts[:, 1]) / n
-    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
-    verdict = "tie" if p >= alpha else ("better" if a_only > b_only else "worse")
-    return PairedTest(n, float(a.mean()), float(b.mean()), a_only, b_only, float(p),
-                      (a_only - b_only) / n, float(lo), float(hi), verdict)

@@ -11,7 +11,6 @@ and :mod:`mixquant_lite.tutorial.stats` re-exports them for the notebooks.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .validate import check_alpha, check_int
+
 __all__ = [
     "TIE",
     "as_correct",
@@ -27,6 +28,8 @@ __all__ = [
     "mcnemar_exact",
     "paired_compare",
     "paired_table",
+    "wilson_interval",
+    "newcombe_interval",
 ]
 
 TIE = "tie (inside the noise)"
@@ -68,18 +71,6 @@ def as_correct(x: Any, name: str = "correct") -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} is empty: need at least one image")
     return arr
-
-
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    return float(alpha)
-
-
-def _check_n_boot(n_boot: int) -> int:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 100:
-        raise ValueError(f"n_boot must be an integer >= 100, got {n_boot!r}")
-    return int(n_boot)
 
 
 # ---------------------------------------------------------------------------- paired tests
@@ -135,7 +126,8 @@ class PairedComparison:
         return asdict(self)
 
 
-def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+def wilson_interval(k: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson's score interval for ``k`` successes out of ``n`` at normal quantile ``z``."""
     p = k / n
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
@@ -143,7 +135,7 @@ def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _newcombe_paired(a: int, b: int, c: int, d: int, alpha: float) -> tuple[float, float]:
+def newcombe_interval(a: int, b: int, c: int, d: int, alpha: float) -> tuple[float, float]:
     """Newcombe's (1998) method 10 for ``p1 - p2`` with paired data, as proportions.
 
     ``a``: both right, ``b``: only the first right, ``c``: only the second, ``d``: both wrong.
@@ -151,8 +143,8 @@ def _newcombe_paired(a: int, b: int, c: int, d: int, alpha: float) -> tuple[floa
     n = a + b + c + d
     z = stats.norm.ppf(1 - alpha / 2)
     p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = _wilson(a + b, n, z)
-    l2, u2 = _wilson(a + c, n, z)
+    l1, u1 = wilson_interval(a + b, n, z)
+    l2, u2 = wilson_interval(a + c, n, z)
     den = (a + b) * (c + d) * (a + c) * (b + d)
     phi = (a * d - b * c) / math.sqrt(den) if den > 0 else 0.0
     diff = p1 - p2
@@ -202,7 +194,7 @@ def paired_compare(
                          f"{a.size} and {b.size}")
     if not (isinstance(labels, Sequence) and len(labels) == 2):
         raise ValueError(f"labels must be two names (A, B), got {labels!r}")
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     n = int(a.size)
     both = int((a & b).sum())
     only_a = int((a & ~b).sum())
@@ -210,9 +202,9 @@ def paired_compare(
     neither = n - both - only_a - only_b
     diff = (only_a - only_b) / n
     if ci == "newcombe":
-        lo, hi = _newcombe_paired(both, only_a, only_b, neither, alpha)
+        lo, hi = newcombe_interval(both, only_a, only_b, neither, alpha)
     elif ci == "bootstrap":
-        n_boot = _check_n_boot(n_boot)
+        n_boot = check_int("n_boot", n_boot, 100)
         rng = np.random.default_rng(seed)
         draws = rng.multinomial(n, [only_a / n, only_b / n, (both + neither) / n], size=n_boot)
         boot = (draws[:, 0] - draws[:, 1]) / n

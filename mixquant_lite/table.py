@@ -9,7 +9,7 @@ How it is computed fast, with the same numbers as :func:`mixquant_lite.quant.qe`
 fused, all-bit-widths-at-once form of :func:`~mixquant_lite.quant.fake_quantize_affine`, tested
 equal to it):
 
-- min and max of a layer are taken once (one pass) and give the grid of every bit-width;
+- min and max of a layer, taken once (one pass), give the grid of every bit-width;
 - the weights are walked in chunks of ``_CHUNK`` elements that stay in the CPU cache, and each
   chunk is quantized at all bit-widths at once (a ``(n_bits, chunk)`` buffer, broadcasting one
   step per bit-width and channel), so the weights are read from memory once;
@@ -21,12 +21,9 @@ equal to it):
   from :func:`~mixquant_lite.quant.qe` <= 2e-7); where float32 squares could overflow or
   underflow, the layer is summed in float64 throughout.
 
-``qe_table(..., compiled=True)`` is an opt-in alternative: the same arithmetic as one
-``torch.compile``-d kernel per layer (no intermediate buffers at all).
-
-Extra memory: one ``(n_bits, _CHUNK)`` float32 buffer and per-chunk block sums; never a
-full-size copy of a layer, never all bit-widths of the model. Pure torch ops: the same code
-runs on CUDA tensors (with larger chunks there).
+``qe_table(..., compiled=True)``: the same arithmetic as one ``torch.compile``-d kernel per
+layer (no intermediate buffers). Extra memory: one ``(n_bits, _CHUNK)`` float32 buffer and
+per-chunk block sums, never a full-size copy of a layer; the same code runs on CUDA.
 """
 from __future__ import annotations
 
@@ -46,16 +43,15 @@ import torch
 from torch import nn
 
 from . import _qe_kernels
-from .layers import QUANTIZABLE_TYPES, quantizable_layers, weight_of
-from .quant import _grid, _minmax, check_bit_list, check_bits
+from .layers import quantizable_layers, weight_of
+from .quant import affine_grid, check_bit_list, check_bits, minmax_range
 
-__all__ = ["QETable", "qe_table", "quantizable_layers", "QUANTIZABLE_TYPES"]
+__all__ = ["QETable", "qe_table"]
 
 _CHUNK = 1 << 16  # weights per chunk on CPU: a 7 x 256 KiB buffer stays in L3 (measured best)
 _CHUNK_CUDA = 1 << 20  # on a GPU, launches cost more than memory: bigger chunks
 _BLOCK = 1024  # float32 partial sums of squares over this many elements, then float64
-# If a float32 sum of squares of a layer is below numel * 2^-90 (or not finite), some squares
-# may have underflowed (or overflowed) in float32; that layer is then summed in float64.
+# A float32 sum of squares below numel * 2^-90 (or not finite) may hide under/overflow: float64
 _TINY = 2.0**-90
 
 
@@ -259,8 +255,8 @@ class _Grid(NamedTuple):
 
 def _layer_grid(w: torch.Tensor, bits: tuple[int, ...], per_channel: bool, name: str) -> _Grid:
     label = f"layer {name!r}" if name != "w" else "w"
-    mn, mx = _minmax(w, per_channel, f"{label}'s weight" if name != "w" else "w")
-    scale, zp = _grid(mn, mx, bits, label)  # (nb, C)
+    mn, mx = minmax_range(w, per_channel, f"{label}'s weight" if name != "w" else "w")
+    scale, zp = affine_grid(mn, mx, bits, label)  # (nb, C)
     inv = np.float32(1.0) / scale  # float32 1/s, as the fused kernels compute it
     qmax = (2 ** np.asarray(bits, dtype=np.int64) - 1)[:, None]
     qlo, qhi = -zp, qmax - zp

@@ -57,3 +57,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _shipped(name: str):
+    from mixquant_lite.zoo.models import data_dir, load_pretrained
+
+    if not (data_dir() / f"{name}.pt").is_file():  # a checkout without data/: skip, but a
+        pytest.skip(f"shipped checkpoint {name} not in data/")  # bad hash still fails
+    return load_pretrained(name)
+
+
+@pytest.fixture(scope="session")
+def resnet20_mnist5k():
+    """The shipped ResNet-20 (MNIST-5k), loaded once per session after its SHA-256 check.
+    Shared: tests must not modify it (every package function copies before changing)."""
+    return _shipped("resnet20-mnist5k")
+
+
+@pytest.fixture(scope="session")
+def mobilenetv2_mnist5k():
+    """The shipped MobileNetV2 (MNIST-5k), loaded once per session; not to be modified."""
+    return _shipped("mobilenetv2-mnist5k")

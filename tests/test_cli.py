@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import mixquant_lite.models as models
+import mixquant_lite.zoo.models as models
 from mixquant_lite import cli
 from mixquant_lite.cli import main
 from mixquant_lite.plan import BitPlan

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from mixquant_lite.data import mnist5k_loader
-from mixquant_lite.evaluate import correct_mask
-from mixquant_lite.models import load_pretrained
-from mixquant_lite.qe_table import qe_table
+from mixquant_lite.evaluation import correct_mask
 from mixquant_lite.search import mixquant, qem_for_budget
+from mixquant_lite.table import qe_table
 from mixquant_lite.tutorial.readings import mixquant_model_baseline, model_baseline_qe
 from mixquant_lite.tutorial.stats import paired_compare
+from mixquant_lite.zoo.data import mnist5k_loader
+from mixquant_lite.zoo.models import load_pretrained
 
 QEMS = (1, 2, 3, 4, 8, 16, 32, 64, 256, 1024, 4096)
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"

@@ -13,7 +13,8 @@ cell's first line. The executor's own timeout is not relied on: with widget comm
 wait forever (jupyter/nbclient#312, jupyter/nbconvert#1964).
 
 The child sets ``MIXQUANT_STATIC_WIDGETS=1`` (unless ``--live-widgets``): the package's widget
-builders then display a static snapshot and open no widget comm (see mixquant_lite/widgets.py).
+builders then display a static snapshot and open no widget comm (see
+mixquant_lite/tutorial/widgets.py).
 
 Outputs are written only when a notebook finishes (atomically: temp file + rename). Exit status:
 0 all passed, 1 a cell raised, 2 usage error, 124 the watchdog fired.
@@ -32,7 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STATIC_ENV = "MIXQUANT_STATIC_WIDGETS"  # same name as mixquant_lite.widgets.STATIC_ENV
+STATIC_ENV = "MIXQUANT_STATIC_WIDGETS"  # same name as mixquant_lite.tutorial.widgets.STATIC_ENV
 EXECUTED_WITH = ROOT / "notebooks" / "EXECUTED_WITH"
 HANG = 124
 START_UP_S = 120.0  # seconds the kernel start-up may take before the first cell, at least

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..quant import _MIN_SCALE, check_bits, choose_qparams, fake_quantize_affine
+from ..quant import MIN_SCALE, check_bits, choose_qparams, fake_quantize_affine
 
 __all__ = ["ActQuantizer", "round_ste", "quantize_input_hook"]
 
@@ -56,7 +56,7 @@ class ActQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialized):
             self.init_from(x)
-        s = self.delta.abs().clamp(min=_MIN_SCALE)  # a step driven through zero must not flip
+        s = self.delta.abs().clamp(min=MIN_SCALE)  # a step driven through zero must not flip
         return fake_quantize_affine(x, s, self.zero_point, self.bits)
 
     def extra_repr(self) -> str:

@@ -21,8 +21,6 @@ taken from ``W * (1/s)`` in float32, as the fused kernel takes them, and ``round
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -33,23 +31,9 @@ from ..quant import (
     dequantize_affine,
 )
 
-__all__ = ["AdaRoundQuantizer", "weight_qparams", "GAMMA", "ZETA", "RANGE_METHODS"]
+__all__ = ["AdaRoundQuantizer", "GAMMA", "ZETA", "RANGE_METHODS"]
 
 GAMMA, ZETA = -0.1, 1.1
-
-
-def weight_qparams(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "mse"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deprecated: :func:`mixquant_lite.quant.choose_qparams` (this returns the zero point as an
-    integer-valued float32 tensor, as before)."""
-    warnings.warn(
-        "weight_qparams is deprecated: use mixquant_lite.quant.choose_qparams(w, bits, "
-        "granularity, range_method)", DeprecationWarning, stacklevel=2,
-    )
-    granularity = "per_channel" if per_channel else "per_tensor"
-    scale, zp = choose_qparams(w.detach().float(), bits, granularity, range_method)
-    return scale, zp.float()
 
 
 class AdaRoundQuantizer(nn.Module):

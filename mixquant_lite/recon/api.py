@@ -2,8 +2,9 @@
 
 Example::
 
-    from mixquant_lite import brecq, load_pretrained
-    from mixquant_lite.data import calibration_batch
+    from mixquant_lite import brecq
+    from mixquant_lite.zoo.models import load_pretrained
+    from mixquant_lite.zoo.data import calibration_batch
 
     model = load_pretrained("resnet20-mnist5k")
     qmodel, report = brecq(model, calibration_batch(1024), 3)        # W3, activations in f32
@@ -22,16 +23,16 @@ import dataclasses
 import math
 import numbers
 import time
-import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..evaluate import model_device
+from ..evaluation import model_device
 from ..layers import first_last_layers, quantizable_layer_names, weight_of
+from ..plan import BitPlan
+from ..qspec import IntegerWeight, QuantSpec
 from ..quant import check_bits
 from .adaround import AdaRoundQuantizer
 from .block_recon import (
@@ -45,92 +46,9 @@ from .block_recon import (
 from .config import BrecqConfig
 from .folding import check_folding
 from .folding import fold_bn as _fold_bn
+from .report import BrecqReport, UnitResult
 
-__all__ = ["brecq", "BrecqConfig", "BrecqReport", "UnitResult", "resolve_bits", "DEFAULTS"]
-
-# The BRECQ recipe (Li et al. 2021, official code defaults); kept for v0.1 readers, the source of
-# truth is BrecqConfig's defaults.
-DEFAULTS: dict[str, Any] = {
-    k: v for k, v in BrecqConfig().to_dict().items()
-    if k in ("iters", "n_calib", "batch_size", "reg_weight", "warmup", "beta", "lr", "act_lr",
-             "first_last_bits", "weight_range")
-}
-DEFAULTS["beta"] = tuple(DEFAULTS["beta"])
-
-
-@dataclass
-class UnitResult:
-    """Reconstruction of one unit.
-
-    ``loss_before`` / ``loss_after``: mean squared error per output element of the unit on the
-    calibration set (units of the activation squared), round-to-nearest vs learned rounding, both
-    with the quantized preceding units feeding it. ``weight_bits``: its layers' bit-widths,
-    comma-separated in layer order. ``rounding``: ``"learned"`` (AdaRound), ``"nearest"``
-    (``iters=0``) or ``"nearest (fallback)"`` (learned rounding was worse on calibration data).
-    ``it_per_s``: optimisation steps per second (NaN for ``iters=0``); ``seconds``: wall time of
-    the unit including its input/target capture.
-    """
-
-    name: str
-    kind: str
-    layers: tuple[str, ...]
-    weight_bits: str
-    act_bits: int | None
-    iters: int
-    loss_before: float
-    loss_after: float
-    rounding: str
-    it_per_s: float
-    seconds: float
-
-
-@dataclass
-class BrecqReport:
-    """What :func:`brecq` did: per unit results, the bit-widths used and the settings.
-
-    ``config`` is the :class:`BrecqConfig` that ran; ``settings`` its dict plus the device.
-    """
-
-    units: list[UnitResult]
-    bits: dict[str, int]
-    numel: dict[str, int]
-    act_bits: int | None
-    settings: dict[str, Any]
-    seconds: float
-    not_reconstructed: list[str] = field(default_factory=list)
-    config: BrecqConfig | None = None
-
-    @property
-    def avg_bits(self) -> float:
-        """Average weight bit-width, weighted by each layer's number of weights."""
-        total = sum(self.numel.values())
-        return sum(self.bits[k] * self.numel[k] for k in self.bits) / total
-
-    @property
-    def size_bytes(self) -> float:
-        """Weight storage: sum of numel * bits / 8 (biases not counted)."""
-        return sum(self.bits[k] * self.numel[k] for k in self.bits) / 8
-
-    def to_frame(self):
-        """One row per unit (pandas DataFrame) with the fields of :class:`UnitResult`."""
-        import pandas as pd
-
-        rows = [asdict(u) for u in self.units]
-        for r in rows:
-            r["layers"] = ", ".join(r["layers"])
-        frame = pd.DataFrame(rows, columns=list(UnitResult.__dataclass_fields__))
-        frame["act_bits"] = frame["act_bits"].astype("Int64")  # None stays <NA>, not NaN
-        return frame
-
-    def __str__(self) -> str:
-        head = (
-            f"BRECQ: {len(self.units)} units, avg weight bits {self.avg_bits:.3f}, "
-            f"act bits {self.act_bits}, {self.seconds:.1f} s"
-        )
-        cols = ["name", "kind", "weight_bits", "act_bits", "loss_before", "loss_after", "rounding",
-                "seconds"]
-        return head + "\n" + self.to_frame()[cols].to_string(index=False)
-
+__all__ = ["brecq", "BrecqConfig", "BrecqReport", "UnitResult", "resolve_bits"]
 
 def resolve_bits(plan_or_bits: Any, layer_names: list[str]) -> dict[str, int]:
     """``{layer: bits}`` for every quantizable layer from an int, a mapping, or an object with a
@@ -196,18 +114,10 @@ def _calibration_tensor(calib_data: Any, n: int) -> torch.Tensor:
     return x[:n]
 
 
-_RENAMED = {"fold_bn": "fold_batchnorm"}
-
-
 def _make_config(config: BrecqConfig | None, overrides: dict[str, Any]) -> BrecqConfig:
     """``config`` (default: the recipe) with keyword ``overrides`` applied and validated."""
     if config is not None and not isinstance(config, BrecqConfig):
         raise TypeError(f"config must be a BrecqConfig, got {type(config).__name__}")
-    for old, new in _RENAMED.items():
-        if old in overrides:
-            warnings.warn(f"brecq({old}=...) is deprecated: use {new}=", DeprecationWarning,
-                          stacklevel=3)
-            overrides[new] = overrides.pop(old)
     unknown = sorted(set(overrides) - set(BrecqConfig.field_names()))
     if unknown:
         raise TypeError(f"brecq() got unknown settings {unknown}; BrecqConfig fields are "
@@ -266,7 +176,7 @@ def brecq(
             should come from the folded model's QE table.
         config: a :class:`BrecqConfig` (default: the BRECQ recipe).
         **settings: fields of :class:`BrecqConfig` overriding ``config`` (``act_bits=8``,
-            ``iters=2000``...). ``fold_bn=`` is the deprecated name of ``fold_batchnorm=``.
+            ``iters=2000``...).
 
     Returns:
         ``(quantized_model, report)``; see :class:`BrecqReport` (``report.config`` is the
@@ -296,21 +206,42 @@ def brecq(
     units = execution_order(work, find_units(work), x[:2])
     reached = {n for u in units for n, _ in u.layers}
     not_reached = [n for n in names if n not in reached]
-    _round_unreached(work, not_reached, bits, cfg)
+    weights: dict[str, IntegerWeight] = {}
+    _round_unreached(work, not_reached, bits, cfg, weights)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     first, last = first_last_layers(names)
     results = [
-        _reconstruct(fp, work, units, i, x, bits, cfg, gen, first, last)
+        _reconstruct(fp, work, units, i, x, bits, cfg, gen, (first, last), weights)
         for i in range(len(units))
     ]
     work.eval()
+    numel = {n: weight_of(work, n).numel() for n in names}
     report = BrecqReport(
-        units=results, bits=bits, numel={n: weight_of(work, n).numel() for n in names},
+        units=results, bits=bits, numel=numel,
         act_bits=cfg.act_bits, settings={**cfg.to_dict(), "device": str(device)},
         seconds=time.perf_counter() - t0, not_reconstructed=not_reached, config=cfg,
+        plan=_used_plan(plan_or_bits, bits, numel, cfg),
+        weights={n: weights[n] for n in names},
     )
     return work, report
+
+
+def _used_plan(plan_or_bits: Any, bits: dict[str, int], numel: dict[str, int],
+               cfg: BrecqConfig) -> BitPlan:
+    """The plan BRECQ quantized with: the bit-widths, its granularity and weight range."""
+    spec = QuantSpec("per_channel" if cfg.per_channel else "per_tensor", cfg.weight_range)
+    meta = dict(getattr(plan_or_bits, "meta", {}) or {})
+    fixed = dict(getattr(plan_or_bits, "fixed", {}) or {})
+    if not fixed and cfg.first_last_bits is not None:
+        first, last = first_last_layers(list(bits))
+        fixed = {first: bits[first], last: bits[last]}
+    return BitPlan(bits, numel, spec, {**meta, "quantizer": "BRECQ"}, fixed)
+
+
+def _integer_weight(q: AdaRoundQuantizer) -> IntegerWeight:
+    return IntegerWeight(q.integer().cpu(), q.scale.detach().cpu(), q.zero_point.detach().cpu(),
+                         q.bits, q.out_dtype)
 
 
 def _reference_and_working_copy(
@@ -327,14 +258,18 @@ def _reference_and_working_copy(
 
 @torch.no_grad()
 def _round_unreached(
-    work: nn.Module, names: list[str], bits: dict[str, int], cfg: BrecqConfig
+    work: nn.Module, names: list[str], bits: dict[str, int], cfg: BrecqConfig,
+    weights: dict[str, IntegerWeight],
 ) -> None:
-    """Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction."""
+    """Layers the forward pass never reaches: round-to-nearest on their grid, no reconstruction
+    (their codes recorded in ``weights``)."""
     for n in names:
         w = weight_of(work, n)
         q = AdaRoundQuantizer(w, bits[n], per_channel=bool(cfg.per_channel),
                               range_method=cfg.weight_range)
+        q.set_nearest()
         w.copy_(q.nearest())
+        weights[n] = _integer_weight(q)
 
 
 def _unit_act_bits(
@@ -353,9 +288,13 @@ def _unit_act_bits(
 
 def _reconstruct(
     fp: nn.Module, work: nn.Module, units: list[Unit], i: int, x: torch.Tensor,
-    bits: dict[str, int], cfg: BrecqConfig, gen: torch.Generator, first: str, last: str,
+    bits: dict[str, int], cfg: BrecqConfig, gen: torch.Generator, first_last: tuple[str, str],
+    weights: dict[str, IntegerWeight],
 ) -> UnitResult:
-    """Reconstruct unit ``i`` of ``work`` against ``fp`` (weights written back) and report it."""
+    """Reconstruct unit ``i`` of ``work`` against ``fp`` (weights written back, their codes
+    into ``weights``) and report it. Ten parameters: the state of one step of :func:`brecq`'s
+    loop, passed rather than bundled into a one-use object."""
+    first, last = first_last
     t_unit = time.perf_counter()
     unit = units[i]
     module = work.get_submodule(unit.name)
@@ -383,6 +322,8 @@ def _reconstruct(
     )
     for a in acts:
         a.delta.requires_grad_(False)
+    for full, rel in unit.layers:
+        weights[full] = _integer_weight(quantizers[f"{rel}.weight" if rel else "weight"])
     return UnitResult(
         name=unit.name, kind=unit.kind, layers=tuple(n for n, _ in unit.layers),
         weight_bits=",".join(str(bits[n]) for n, _ in unit.layers),

@@ -223,6 +223,7 @@ def reconstruct_unit(
     desc: str = "",
 ) -> tuple[float, float, str, float]:
     """Learn the rounding (and activation steps) of one unit; write hard-rounded weights back.
+    Nine parameters: one unit's module, quantizers, data and loop settings, passed through.
 
     Args:
         unit_module: the block or layer, inside the model being quantized.
@@ -271,7 +272,8 @@ def _optimise(
     config: BrecqConfig, iters: int, generator: torch.Generator, desc: str,
 ) -> None:
     """The BRECQ loop: Adam on the rounding variables (and activation steps) for ``iters``
-    steps on mini-batches of the cached inputs/targets."""
+    steps on mini-batches of the cached inputs/targets. Nine parameters: the state of
+    :func:`reconstruct_unit`, passed through."""
     opt_w = torch.optim.Adam([q.alpha for q in quantizers.values()], lr=config.lr)
     opt_a = sched_a = None
     if act_quantizers:

@@ -12,7 +12,7 @@ same layer names, but to the **folded** weights ``W'``. Quantizing ``W'`` is wha
 integer model does; the BRECQ adaptor therefore quantizes folded weights, and a plan meant for it
 should be computed with ``qe_table(fold_bn(model))``.
 
-Pairs recognised (torchvision naming, which :func:`mixquant_lite.models.resnet20` keeps):
+Pairs recognised (torchvision naming, which :func:`mixquant_lite.zoo.models.resnet20` keeps):
 
 - a ``ConvNd`` attribute ``convX`` and a BatchNorm attribute ``bnX`` of the same parent
   (``conv1``/``bn1`` of the stem, ``conv1..3``/``bn1..3`` inside ``BasicBlock``/``Bottleneck``);
@@ -128,6 +128,6 @@ def check_folding(
         raise ValueError(
             f"BatchNorm folding changed the model's output (relative error {err:.2e} > {rtol:g}); "
             "the model does not apply each BatchNorm directly after the convolution it was paired "
-            "with by name. Pass fold_bn=False to quantize the unfolded weights."
+            "with by name. Pass fold_batchnorm=False to quantize the unfolded weights."
         )
     return err

@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..evaluate import accuracy_and_loss
+from ..evaluation import accuracy_and_loss
 from ..quant import check_bits, fake_quantize
-from .helpers import _layer_names, _numel, _sq_error, get_layer
-from .qe_law import predicted_qe_ratio
+from .helpers import get_layer, layer_names, numel_in, sq_error
+from .stats import law_qe_ratio
 
 __all__ = [
     "single_layer_sensitivity",
@@ -50,7 +50,7 @@ def single_layer_sensitivity(
     """
     bits = [check_bits(b) for b in bits]
     work = copy.deepcopy(model).eval()
-    names = list(layers) if layers is not None else _layer_names(work)
+    names = list(layers) if layers is not None else layer_names(work)
     for name in names:
         get_layer(work, name)  # unknown names fail here, with the list of known ones
     fp_accuracy, fp_loss = accuracy_and_loss(work, loader)
@@ -61,7 +61,7 @@ def single_layer_sensitivity(
         var = torch.var(w0.double(), unbiased=False).item()
         for b in bits:
             w_hat = fake_quantize(w0, b, per_channel=per_channel)
-            qe = _sq_error(w0, w_hat) / w0.numel()
+            qe = sq_error(w0, w_hat) / w0.numel()
             mod.weight.copy_(w_hat)
             try:
                 acc, loss = accuracy_and_loss(work, loader)
@@ -140,7 +140,7 @@ def evaluate_plans(
                 originals[name] = mod.weight.detach().clone()
             w0 = originals[name]
             w_hat = fake_quantize(w0, check_bits(b), per_channel=per_channel)
-            sq += _sq_error(w0, w_hat)
+            sq += sq_error(w0, w_hat)
             mod.weight.copy_(w_hat)
             numel += w0.numel()
             bit_sum += w0.numel() * b
@@ -218,7 +218,7 @@ def lowering_order(table, baseline_bits: int = 8) -> pd.DataFrame:
     below = [int(b) for b in table.bits if b < baseline_bits]
     for layer in table.layers:
         base = table.qe(layer, baseline_bits)
-        row = dict(layer=layer, numel=_numel(table, layer))
+        row = dict(layer=layer, numel=numel_in(table, layer))
         for b in below:
             r = min(table.qe(layer, c) for c in below if c <= b)
             row[f"qem_to_{b}"] = r / base if base > 0 else float("inf")
@@ -226,5 +226,5 @@ def lowering_order(table, baseline_bits: int = 8) -> pd.DataFrame:
         rows.append(row)
     df = pd.DataFrame(rows)
     for b in below:
-        df[f"predicted_to_{b}"] = predicted_qe_ratio(b, baseline_bits)
+        df[f"predicted_to_{b}"] = law_qe_ratio(b, baseline_bits)
     return df.sort_values("qem_below_baseline", kind="stable").reset_index(drop=True)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["seed_everything", "get_layer", "count_weights"]
+__all__ = ["seed_everything", "get_layer", "count_weights", "layer_names", "sq_error", "numel_in"]
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -31,13 +31,13 @@ def get_layer(model: nn.Module, name: str) -> nn.Conv2d | nn.Linear:
 
 def count_weights(model: nn.Module) -> tuple[int, int]:
     """``(number of quantizable layers, number of their weights)`` (Conv2d and Linear)."""
-    names = _layer_names(model)
+    names = layer_names(model)
     return len(names), sum(int(get_layer(model, n).weight.numel()) for n in names)
 
 
-def _layer_names(model: nn.Module) -> list[str]:
+def layer_names(model: nn.Module) -> list[str]:
     """Names of the layers MixQuant quantizes (``qe_table.quantizable_layers``)."""
-    from ..table import quantizable_layers
+    from ..layers import quantizable_layers
 
     out = []
     for item in quantizable_layers(model):
@@ -45,13 +45,14 @@ def _layer_names(model: nn.Module) -> list[str]:
     return out
 
 
-def _sq_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
+def sq_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
     """``sum((W - W_hat)^2)``: difference in float32, squares summed in float64 (as ``qe``)."""
     d = (w.detach().float() - w_hat.detach().float()).double().reshape(-1)
     return torch.dot(d, d).item()
 
 
-def _numel(table, layer: str) -> int:
+def numel_in(table, layer: str) -> int:
+    """Number of weights of ``layer`` in ``table`` (a mapping or a list in layer order)."""
     n = table.numel
     return int(n[layer] if isinstance(n, Mapping) else n[list(table.layers).index(layer)])
 

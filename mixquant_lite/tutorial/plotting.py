@@ -58,7 +58,7 @@ def _ax(ax, figsize=None):
 def plot_weight_levels(d: Mapping, ax=None, *, bins: int = 80):
     """Histogram of a layer's weights with its quantization levels as vertical lines.
 
-    ``d`` is the dict of :func:`mixquant_lite.widgets.layer_roundoff`.
+    ``d`` is the dict of :func:`mixquant_lite.tutorial.widgets.layer_roundoff`.
     """
     ax = _ax(ax)
     sns.histplot(d["weights"], bins=bins, stat="count", ax=ax, color="C0", alpha=0.6)

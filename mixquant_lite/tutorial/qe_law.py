@@ -2,22 +2,11 @@
 prediction."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from .stats import law_qe_ratio
 
-__all__ = ["predicted_qe_ratio", "qe_matrix", "qe_ratio_frame"]
-
-
-def predicted_qe_ratio(bits: int | np.ndarray, baseline_bits: int = 8) -> np.ndarray | float:
-    """``QE_b / QE_base`` predicted by the uniform-error law ``QE ~ s^2 / 12``.
-
-    With ``s = range / (2^b - 1)`` and the same range at every bit-width, the ratio is
-    ``((2^base - 1) / (2^b - 1))^2``: about 4x per bit removed. The same function as
-    :func:`mixquant_lite.tutorial.stats.law_qe_ratio` (bits must be in 1..16).
-    """
-    return law_qe_ratio(bits, baseline_bits)
+__all__ = ["qe_matrix", "qe_ratio_frame"]
 
 
 def qe_matrix(table) -> pd.DataFrame:
@@ -41,6 +30,6 @@ def qe_ratio_frame(table, baseline_bits: int = 8) -> pd.DataFrame:
             continue
         for b in table.bits:
             r = table.qe(layer, b) / base
-            p = predicted_qe_ratio(b, baseline_bits)
+            p = law_qe_ratio(b, baseline_bits)
             rows.append(dict(layer=layer, bits=int(b), ratio=r, predicted=p, rel_dev=r / p - 1))
     return pd.DataFrame(rows)

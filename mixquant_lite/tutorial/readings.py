@@ -20,9 +20,8 @@ from ..plan import BitPlan
 from ..search import MODEL_READING, mixquant, model_baseline_qe
 from ..table import QETable
 
-__all__ = ["mixquant_model_baseline", "model_baseline_qe", "READING"]
+__all__ = ["mixquant_model_baseline", "model_baseline_qe", "MODEL_READING"]
 
-READING = MODEL_READING
 
 
 def mixquant_model_baseline(

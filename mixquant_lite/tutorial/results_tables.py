@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..results import method_label
+from ..reproduce.table import method_label
 
 __all__ = [
     "results_dir",

@@ -16,7 +16,7 @@ from scipy import stats
 from torch import nn
 
 from ..quant import check_bits
-from .helpers import _numel, count_weights
+from .helpers import count_weights, numel_in
 
 T = TypeVar("T")
 
@@ -57,7 +57,7 @@ def exhaustive_search(
     names = list(layers) if layers is not None else list(table.layers)
     cands = [int(b) for b in table.bits]
     ok = [[table.qe(n, b) <= qem * table.qe(n, baseline_bits) for b in cands] for n in names]
-    sizes = [[_numel(table, n) * b for b in cands] for n in names]
+    sizes = [[numel_in(table, n) * b for b in cands] for n in names]
     t0 = time.perf_counter()
     best, best_size, count = None, math.inf, 0
     for combo in itertools.product(range(len(cands)), repeat=len(names)):
@@ -155,9 +155,9 @@ def time_qe_tables(
         same table, best of ``max(repeats, 10)``), and ``reference_s`` (``reference(model,
         bits)`` timed once, for models in ``reference_names``; NaN otherwise).
     """
-    from ..models import torchvision_resnet
     from ..search import mixquant
     from ..table import qe_table
+    from ..zoo.models import torchvision_resnet
 
     build = build or (lambda n: torchvision_resnet(n, pretrained=False))
     rows = []
