@@ -148,25 +148,32 @@ def gptq_weight(
                          f"raise percdamp: {e}") from None
     u = u.float()
     qmax = 2**spec.bits - 1
-    codes = torch.zeros_like(w, dtype=torch.int64)
-    grp = perm // g if spec.granularity == "per_group" else torch.zeros(k, dtype=torch.int64)
+    # Transposed work arrays: column j of W is the contiguous row j of wt (the loop's hot path).
+    wt = w.T.contiguous()
+    codes = torch.zeros_like(wt)
+    st, zt = scale.T.contiguous(), zp.T.contiguous()  # (G, rows)
+    invt = 1.0 / st  # float32 1/s, as the quantizer takes it
+    grp = (perm // g).tolist() if spec.granularity == "per_group" else [0] * k
     for i1 in range(0, k, block_size):
         i2 = min(i1 + block_size, k)
-        w1 = w[:, i1:i2].clone()
+        w1 = wt[i1:i2].clone()
         err = torch.zeros_like(w1)
         u1 = u[i1:i2, i1:i2]
         for i in range(i2 - i1):
             j = i1 + i
             if dynamic and j % g == 0:  # the group's grid from its current (updated) weights
-                s, z = choose_qparams(w1[:, i:i + g], spec.bits, "per_channel", spec.range_method)
-                scale[:, j // g], zp[:, j // g] = s, z.float()
-            s, z = scale[:, grp[j]], zp[:, grp[j]]
-            col = w1[:, i]
-            q = torch.clamp(torch.round(col * (1.0 / s)) + z, 0, qmax)
-            codes[:, j] = q.long()
+                s_, z_ = choose_qparams(w1[i:i + g].T, spec.bits, "per_channel",
+                                        spec.range_method)
+                st[j // g], zt[j // g] = s_, z_.float()
+                invt[j // g] = 1.0 / st[j // g]
+            s, z, inv_s = st[grp[j]], zt[grp[j]], invt[grp[j]]
+            col = w1[i]
+            q = torch.clamp(torch.round(col * inv_s) + z, 0, qmax)
+            codes[j] = q
             ei = (col - (q - z) * s) / u1[i, i]
-            w1[:, i:] -= ei[:, None] * u1[i, i:][None, :]
-            err[:, i] = ei
-        w[:, i2:] -= err @ u[i1:i2, i2:]
+            w1[i:] -= u1[i, i:, None] * ei[None, :]
+            err[i] = ei
+        wt[i2:] -= u[i1:i2, i2:].T @ err
     inv = torch.argsort(perm)
-    return codes[:, inv], scale, zp
+    codes, scale, zp = codes[inv].T.long(), st.T.contiguous(), zt.T.contiguous()
+    return codes, scale, zp

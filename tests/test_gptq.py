@@ -86,7 +86,7 @@ def test_codes_and_grids_are_the_model_and_beat_round_to_nearest(cfg):
     x = correlated(256, 64)
     before = [p.detach().clone() for p in model.parameters()]
     q, rep = gptq(model, [x[:128], (x[128:], None)], 3, cfg)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # not modified
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert [r.name for r in rep.layers] == ["0", "2"] and rep.not_quantized == []
     for r in rep.layers:
         qw = rep.weights[r.name]
