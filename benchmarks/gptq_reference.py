@@ -207,6 +207,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    ours = commit()  # at the start: the code this run imported
     torch.cuda.synchronize = lambda *a, **k: None  # the reference calls it unconditionally
     sys.path.insert(0, str(Path(args.ref).resolve()))
     import gptq as ref_mod  # noqa: PLC0415  (the reference's module, from --ref)
@@ -225,7 +226,7 @@ def main() -> None:
     rows += compare(ref_mod, quant_mod, "linear-384x1536", lin, xc, xt)
     conv, cc, ct = mobilenet_layer()
     rows += compare(ref_mod, quant_mod, "mobilenetv2.features.8.conv.2", conv, cc, ct)
-    meta = {"commit": commit(), "ref_commit": ref_commit, "torch": torch.__version__,
+    meta = {"commit": ours, "ref_commit": ref_commit, "torch": torch.__version__,
             "threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

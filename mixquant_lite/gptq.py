@@ -128,7 +128,8 @@ class GPTQLayer:
     """One layer's result. ``error`` / ``rtn_error``: mean over the layer's ``n_vectors``
     calibration input vectors ``x`` of ``||(W - W_hat) x||^2`` (output units squared) for GPTQ
     and for round-to-nearest on the same grid settings; ``reached``: ``False`` if no calibration
-    input reached the layer (then it is rounded to nearest); ``seconds``: capture + GPTQ."""
+    input reached the layer (then it is rounded to nearest); ``seconds``: capture + GPTQ;
+    ``solve_seconds``: GPTQ alone (factorisation and column loop)."""
 
     name: str
     bits: int
@@ -137,6 +138,7 @@ class GPTQLayer:
     rtn_error: float
     reached: bool
     seconds: float
+    solve_seconds: float
 
 
 @dataclass
@@ -364,7 +366,9 @@ def gptq(
         if name in order:
             _capture(out, layer, acc, batches)
         h = acc.hessian()
+        t_solve = time.perf_counter()
         qw = gptq_layer(layer, h, bits[name], cfg, name) if acc.n else _rtn(layer, bits[name], cfg)
+        t_solve = time.perf_counter() - t_solve
         w = weight_of(layer)
         w_hat = qw.dequantize().reshape(w.shape)
         rtn = _rtn(layer, bits[name], cfg).dequantize().reshape(w.shape)
@@ -373,7 +377,7 @@ def gptq(
             w.copy_(w_hat.to(w.dtype))
         weights[name] = qw
         results.append(GPTQLayer(name, bits[name], acc.n, err, rtn_err, acc.n > 0,
-                                 time.perf_counter() - t))
+                                 time.perf_counter() - t, t_solve))
     report = GPTQReport(
         results, weights, {n: tuple(weight_of(m).shape) for n, m in named if n in bits}, cfg,
         time.perf_counter() - t0, [n for n, _ in named if n not in bits],

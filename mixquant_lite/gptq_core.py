@@ -48,7 +48,7 @@ class HessianAccumulator:
             raise TypeError(f"{name}: GPTQ handles Linear and Conv2d, got {type(layer).__name__}")
         self.layer = layer
         k = layer.weight[0].numel()
-        self.sum = torch.zeros(self.groups, k, k, dtype=torch.float64)
+        self.sum = torch.zeros(self.groups, k, k, dtype=torch.float64, device=layer.weight.device)
         self.n = 0
 
     def _vectors(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +69,7 @@ class HessianAccumulator:
     def add(self, x: torch.Tensor) -> None:
         """Add one batch of the layer's input ``x`` (as the layer receives it)."""
         v = self._vectors(x.detach())
-        self.sum += torch.bmm(v.transpose(1, 2), v).double().cpu()
+        self.sum += torch.bmm(v.transpose(1, 2), v).double().to(self.sum.device)
         self.n += v.shape[1]
 
     def hessian(self) -> torch.Tensor:
@@ -127,7 +127,7 @@ def gptq_weight(
         ValueError: the damped Hessian is not positive definite (raise ``percdamp``).
     """
     w = w.float().clone()
-    h = h.double().clone()
+    h = h.to(device=w.device, dtype=torch.float64, copy=True)
     k = w.shape[1]
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
@@ -138,9 +138,10 @@ def gptq_weight(
         scale, zp = _initial_grid(w, spec)
     g = spec.group_size or k
     dynamic = spec.granularity == "per_group" and not spec.static
-    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
+    perm = (torch.argsort(torch.diag(h), descending=True) if act_order
+            else torch.arange(k, device=w.device))
     w, h = w[:, perm], h[perm][:, perm]
-    h += percdamp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype)
+    h += percdamp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype, device=h.device)
     try:
         u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     except RuntimeError as e:  # torch.linalg.LinAlgError
