@@ -152,3 +152,37 @@ def test_config_validation_and_group_size_errors():
         gptq(m, torch.randn(8, 48), 4, GPTQConfig(granularity="per_group", group_size=32))
     with pytest.raises(TypeError, match="config"):
         gptq(m, torch.randn(8, 48), 4, {"block_size": 4})
+
+
+def test_a_tiny_gpt_like_model_fed_dicts_with_per_group_grids():
+    class TinyGPT(nn.Module):
+        def __init__(self, vocab=50, d=64):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, d)
+            self.blocks = nn.ModuleList(
+                nn.ModuleDict({"qkv": nn.Linear(d, 3 * d), "proj": nn.Linear(d, d),
+                               "fc1": nn.Linear(d, 4 * d), "fc2": nn.Linear(4 * d, d)})
+                for _ in range(2))
+            self.head = nn.Linear(d, vocab, bias=False)
+
+        def forward(self, input_ids, attention_mask=None):
+            h = self.emb(input_ids)
+            for b in self.blocks:
+                q, k, v = b["qkv"](h).chunk(3, -1)
+                att = torch.softmax(q @ k.transpose(1, 2) / 8, -1)
+                h = h + b["proj"](att @ v)
+                h = h + b["fc2"](F.gelu(b["fc1"](h)))
+            return self.head(h)
+
+    torch.manual_seed(0)
+    m = TinyGPT()
+    batches = [{"input_ids": torch.randint(0, 50, (4, 16))} for _ in range(3)]
+    cfg = GPTQConfig(granularity="per_group", group_size=32, act_order=True)
+    q, rep = gptq(m, batches, 4, cfg)
+    assert len(rep.layers) == 9 and all(r.n_vectors == 3 * 4 * 16 for r in rep.layers)
+    assert rep.avg_bits == pytest.approx(4 + 20 / 32)
+    assert sum(r.error for r in rep.layers) < sum(r.rtn_error for r in rep.layers)
+    with torch.no_grad():
+        ref = m(**batches[0])
+        out = q(**batches[0])
+    assert out.shape == ref.shape and torch.isfinite(out).all()
