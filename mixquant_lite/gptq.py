@@ -12,8 +12,11 @@ definitions, storage and what was verified: ``docs/gptq.md``). Example::
     report.weights["fc"].codes     # the integer codes and grids, for export
 
 Layers are processed one at a time in execution order; each layer's Hessian is accumulated
-from its inputs in the copy whose earlier layers are already quantized (as the paper does). The
-caller's model is never modified.
+from its inputs in the copy whose earlier layers are already quantized (as the paper does), each
+forward pass stopping at the layer (a module called twice in one forward contributes its first
+call's input). BatchNorm is not folded here: fold it first (``recon.folding.fold_bn``) to
+quantize the weights BRECQ and the BN-folded QE tables see. The caller's model is never
+modified.
 """
 from __future__ import annotations
 
@@ -317,6 +320,28 @@ def output_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) ->
     return float((torch.bmm(d, hessian.double()) * d).sum() / 2)
 
 
+def _quantize_layer(
+    model: nn.Module, name: str, layer: nn.Module, bits: int, cfg: GPTQConfig, batches: list,
+) -> tuple[GPTQLayer, QuantizedWeight]:
+    """Capture ``layer``'s inputs in ``model`` over ``batches``, run GPTQ (round to nearest if
+    nothing reached it), write the quantized weight into ``layer`` and report it."""
+    t = time.perf_counter()
+    acc = HessianAccumulator(layer, name)
+    _capture(model, layer, acc, batches)
+    h = acc.hessian()
+    t_solve = time.perf_counter()
+    qw = gptq_layer(layer, h, bits, cfg, name) if acc.n else _rtn(layer, bits, cfg)
+    t_solve = time.perf_counter() - t_solve
+    w = weight_of(layer)
+    w_hat = qw.dequantize().reshape(w.shape)
+    rtn = _rtn(layer, bits, cfg).dequantize().reshape(w.shape)
+    err, rtn_err = output_error(w, w_hat, h), output_error(w, rtn, h)
+    with torch.no_grad():
+        w.copy_(w_hat.to(w.dtype))
+    row = GPTQLayer(name, bits, acc.n, err, rtn_err, acc.n > 0, time.perf_counter() - t, t_solve)
+    return row, qw
+
+
 def gptq(
     model: nn.Module, calib_batches: Any, plan: Any, config: GPTQConfig | None = None,
 ) -> tuple[nn.Module, GPTQReport]:
@@ -360,24 +385,9 @@ def gptq(
     todo = [n for n in order if n in bits] + [n for n, _ in named if n in bits and n not in order]
     results, weights = [], {}
     for name in todo:
-        t = time.perf_counter()
-        layer = modules[name]
-        acc = HessianAccumulator(layer, name)
-        if name in order:
-            _capture(out, layer, acc, batches)
-        h = acc.hessian()
-        t_solve = time.perf_counter()
-        qw = gptq_layer(layer, h, bits[name], cfg, name) if acc.n else _rtn(layer, bits[name], cfg)
-        t_solve = time.perf_counter() - t_solve
-        w = weight_of(layer)
-        w_hat = qw.dequantize().reshape(w.shape)
-        rtn = _rtn(layer, bits[name], cfg).dequantize().reshape(w.shape)
-        err, rtn_err = output_error(w, w_hat, h), output_error(w, rtn, h)
-        with torch.no_grad():
-            w.copy_(w_hat.to(w.dtype))
-        weights[name] = qw
-        results.append(GPTQLayer(name, bits[name], acc.n, err, rtn_err, acc.n > 0,
-                                 time.perf_counter() - t, t_solve))
+        row, weights[name] = _quantize_layer(out, name, modules[name], bits[name], cfg,
+                                             batches if name in order else [])
+        results.append(row)
     report = GPTQReport(
         results, weights, {n: tuple(weight_of(m).shape) for n, m in named if n in bits}, cfg,
         time.perf_counter() - t0, [n for n, _ in named if n not in bits],

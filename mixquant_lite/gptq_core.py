@@ -107,6 +107,59 @@ def _initial_grid(w: torch.Tensor, spec: GridSpec) -> tuple[torch.Tensor, torch.
         rows, 1).clone()
 
 
+def _column_loop(
+    wt: torch.Tensor, u: torch.Tensor, st: torch.Tensor, zt: torch.Tensor, grp: list[int],
+    spec: GridSpec, block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The blocked column loop on the transposed weights ``wt`` ``(K, rows)`` (updated in
+    place) with ``U`` ``(K, K)`` and grids ``st`` / ``zt`` ``(G, rows)``; column ``j`` uses
+    grid ``grp[j]``. Returns the float codes ``(K, rows)`` and the (possibly updated) grids."""
+    k = wt.shape[0]
+    g = spec.group_size or k
+    dynamic = spec.granularity == "per_group" and not spec.static
+    qmax = 2**spec.bits - 1
+    codes = torch.zeros_like(wt)
+    invt = 1.0 / st  # float32 1/s, as the quantizer takes it
+    for i1 in range(0, k, block_size):
+        i2 = min(i1 + block_size, k)
+        w1 = wt[i1:i2].clone()
+        err = torch.zeros_like(w1)
+        u1 = u[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            j = i1 + i
+            if dynamic and j % g == 0:  # the group's grid from its current (updated) weights
+                s_, z_ = choose_qparams(w1[i:i + g].T, spec.bits, "per_channel",
+                                        spec.range_method)
+                st[j // g], zt[j // g] = s_, z_.float()
+                invt[j // g] = 1.0 / st[j // g]
+            s, z, inv_s = st[grp[j]], zt[grp[j]], invt[grp[j]]
+            col = w1[i]
+            q = torch.clamp(torch.round(col * inv_s) + z, 0, qmax)
+            codes[j] = q
+            ei = (col - (q - z) * s) / u1[i, i]
+            w1[i:] -= u1[i, i:, None] * ei[None, :]
+            err[i] = ei
+        wt[i2:] -= u[i1:i2, i2:].T @ err
+    return codes, st, zt
+
+
+def _inverse_cholesky(h: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """``U = chol(H^-1)`` upper (float32) of ``H`` damped by ``percdamp * mean(diag H)``;
+    factorised in float64.
+
+    Raises:
+        ValueError: the damped Hessian is not positive definite.
+    """
+    k = h.shape[0]
+    h = h + percdamp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype, device=h.device)
+    try:
+        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except RuntimeError as e:  # torch.linalg.LinAlgError
+        raise ValueError(f"the damped Hessian is not positive definite (percdamp={percdamp}); "
+                         f"raise percdamp: {e}") from None
+    return u.float()
+
+
 def gptq_weight(
     w: torch.Tensor, h: torch.Tensor, spec: GridSpec, *, block_size: int = 128,
     percdamp: float = 0.01, act_order: bool = False,
@@ -137,44 +190,14 @@ def gptq_weight(
     else:
         scale, zp = _initial_grid(w, spec)
     g = spec.group_size or k
-    dynamic = spec.granularity == "per_group" and not spec.static
     perm = (torch.argsort(torch.diag(h), descending=True) if act_order
             else torch.arange(k, device=w.device))
     w, h = w[:, perm], h[perm][:, perm]
-    h += percdamp * torch.mean(torch.diag(h)) * torch.eye(k, dtype=h.dtype, device=h.device)
-    try:
-        u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    except RuntimeError as e:  # torch.linalg.LinAlgError
-        raise ValueError(f"the damped Hessian is not positive definite (percdamp={percdamp}); "
-                         f"raise percdamp: {e}") from None
-    u = u.float()
-    qmax = 2**spec.bits - 1
-    # Transposed work arrays: column j of W is the contiguous row j of wt (the loop's hot path).
-    wt = w.T.contiguous()
-    codes = torch.zeros_like(wt)
-    st, zt = scale.T.contiguous(), zp.T.contiguous()  # (G, rows)
-    invt = 1.0 / st  # float32 1/s, as the quantizer takes it
+    u = _inverse_cholesky(h, percdamp)
     grp = (perm // g).tolist() if spec.granularity == "per_group" else [0] * k
-    for i1 in range(0, k, block_size):
-        i2 = min(i1 + block_size, k)
-        w1 = wt[i1:i2].clone()
-        err = torch.zeros_like(w1)
-        u1 = u[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            j = i1 + i
-            if dynamic and j % g == 0:  # the group's grid from its current (updated) weights
-                s_, z_ = choose_qparams(w1[i:i + g].T, spec.bits, "per_channel",
-                                        spec.range_method)
-                st[j // g], zt[j // g] = s_, z_.float()
-                invt[j // g] = 1.0 / st[j // g]
-            s, z, inv_s = st[grp[j]], zt[grp[j]], invt[grp[j]]
-            col = w1[i]
-            q = torch.clamp(torch.round(col * inv_s) + z, 0, qmax)
-            codes[j] = q
-            ei = (col - (q - z) * s) / u1[i, i]
-            w1[i:] -= u1[i, i:, None] * ei[None, :]
-            err[i] = ei
-        wt[i2:] -= u[i1:i2, i2:].T @ err
+    # Transposed work arrays: column j of W is the contiguous row j (the loop's hot path).
+    codes, st, zt = _column_loop(w.T.contiguous(), u, scale.T.contiguous(), zp.T.contiguous(),
+                                 grp, spec, block_size)
     inv = torch.argsort(perm)
     codes, scale, zp = codes[inv].T.long(), st.T.contiguous(), zt.T.contiguous()
     return codes, scale, zp

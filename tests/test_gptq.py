@@ -79,6 +79,8 @@ def test_hessian_of_linear_and_grouped_conv():
     GPTQConfig(granularity="per_group", group_size=32),
     GPTQConfig(granularity="per_group", group_size=32, act_order=True),
     GPTQConfig(granularity="per_tensor", block_size=16),
+    GPTQConfig(granularity="per_group", group_size=32, static_groups=True),
+    GPTQConfig(range_method="mse", percdamp=0.1),
 ])
 def test_codes_and_grids_are_the_model_and_beat_round_to_nearest(cfg):
     torch.manual_seed(0)
