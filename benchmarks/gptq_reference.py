@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -167,7 +168,9 @@ def render(rows: list[dict], meta: dict) -> str:
         "",
         f"Reference: IST-DASLab/gptq `gptq.py` + `quant.py` at commit {meta['ref_commit']} "
         f"(imported from a local clone, run on CPU). This package: commit {meta['commit']}. "
-        f"torch {meta['torch']}, {meta['threads']} thread(s). Produced by "
+        f"torch {meta['torch']}, {meta['threads']} thread(s), load average "
+        f"{meta['load_avg_start']:.2f} at the start (seconds are noisy on a shared machine; "
+        "both implementations ran interleaved in one process). Produced by "
         "`benchmarks/gptq_reference.py`.",
         "",
         "Error = layer-output error ||W X - Q X||^2 / N (mean over the N input vectors, output "
@@ -208,6 +211,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ours = commit()  # at the start: the code this run imported
+    load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     torch.cuda.synchronize = lambda *a, **k: None  # the reference calls it unconditionally
     sys.path.insert(0, str(Path(args.ref).resolve()))
     import gptq as ref_mod  # noqa: PLC0415  (the reference's module, from --ref)
@@ -227,7 +231,7 @@ def main() -> None:
     conv, cc, ct = mobilenet_layer()
     rows += compare(ref_mod, quant_mod, "mobilenetv2.features.8.conv.2", conv, cc, ct)
     meta = {"commit": ours, "ref_commit": ref_commit, "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "load_avg_start": load_avg}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (RESULTS / f"{args.out}.md").write_text(render(rows, meta))
