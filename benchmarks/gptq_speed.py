@@ -2,10 +2,12 @@
 
     python benchmarks/gptq_speed.py --model resnet20        # -> results/gptq_speed-resnet20.*
     python benchmarks/gptq_speed.py --model mobilenetv2
+    python benchmarks/gptq_speed.py --model minilm-shape --n-calib 128 --batch 32
     python benchmarks/gptq_speed.py --model some.module:loader   # any testbed (e.g. MiniLM)
 
 ``--model`` is a registered name (``resnet20``, ``mobilenetv2``: the shipped MNIST-5k checkpoints
-with ``--n-calib`` calibration images in batches of ``--batch``) or ``module:function``, a
+with ``--n-calib`` calibration images in batches of ``--batch``; ``minilm-shape``: a random BERT
+of all-MiniLM-L6-v2's shape on random tokens, for the cost only) or ``module:function``, a
 function returning ``(model, calib_batches, description)`` (``calib_batches``: what
 :func:`mixquant_lite.gptq.gptq` accepts, e.g. a list of tokenizer dicts), so a transformer
 testbed plugs in without changes here.
@@ -51,7 +53,24 @@ def _mnist(name: str, n: int, batch: int) -> tuple[torch.nn.Module, list, str]:
             f"{ckpt} (trained checkpoint), {n} calibration images in batches of {batch}")
 
 
-LOADERS = {"resnet20": _mnist, "mobilenetv2": _mnist}
+def _minilm_shape(name: str, n: int, batch: int) -> tuple[torch.nn.Module, list, str]:
+    """A randomly initialised ``transformers`` BERT with all-MiniLM-L6-v2's shape (6 layers,
+    hidden 384, 12 heads, intermediate 1536): GPTQ's cost does not depend on the weights. ``n``
+    random sequences of 128 tokens in batches of ``batch``."""
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                     num_attention_heads=12, intermediate_size=1536)
+    torch.manual_seed(0)
+    model = BertModel(cfg, add_pooling_layer=False).eval()
+    ids = torch.randint(1000, 30000, (n, 128), generator=torch.Generator().manual_seed(0))
+    batches = [{"input_ids": b, "attention_mask": torch.ones_like(b)}
+               for b in torch.split(ids, batch)]
+    return model, batches, (f"BERT with MiniLM-L6's shape, random weights, {n} sequences of 128 "
+                            f"tokens in batches of {batch}")
+
+
+LOADERS = {"resnet20": _mnist, "mobilenetv2": _mnist, "minilm-shape": _minilm_shape}
 
 
 def load(spec: str, n: int, batch: int) -> tuple[torch.nn.Module, list, str]:
