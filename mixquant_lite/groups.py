@@ -100,22 +100,25 @@ def n_grids(shape: Sequence[int] | torch.Size, granularity: str,
 
 
 def storage_bits(shape: Sequence[int] | torch.Size, bits: int, granularity: str = "per_tensor",
-                 group_size: int | None = None) -> int:
+                 group_size: int | None = None, scale_bits: int = SCALE_BITS) -> int:
     """Bits that store a ``bits``-bit weight of ``shape``: ``numel * bits`` for the codes plus
-    ``(16 + bits)`` per grid (float16 step, ``bits``-bit zero point). Biases not counted."""
+    ``(scale_bits + bits)`` per grid (a float16 step by default, a ``bits``-bit zero point).
+    Biases not counted. ``scale_bits=32`` counts float32 steps (what ``export`` writes today)."""
     numel = int(tuple(shape)[0]) * input_dim(shape) if len(tuple(shape)) else 1
-    return numel * int(bits) + n_grids(shape, granularity, group_size) * (SCALE_BITS + int(bits))
+    return numel * int(bits) + n_grids(shape, granularity, group_size) * (scale_bits + int(bits))
 
 
 def bits_per_weight(shape: Sequence[int] | torch.Size, bits: int,
-                    granularity: str = "per_tensor", group_size: int | None = None) -> float:
+                    granularity: str = "per_tensor", group_size: int | None = None,
+                    scale_bits: int = SCALE_BITS) -> float:
     """True bits per weight including the grids: :func:`storage_bits` / ``numel``."""
     numel = int(tuple(shape)[0]) * input_dim(shape)
-    return storage_bits(shape, bits, granularity, group_size) / numel
+    return storage_bits(shape, bits, granularity, group_size, scale_bits) / numel
 
 
 def plan_storage(shapes: Mapping[str, Sequence[int] | torch.Size], bits: Mapping[str, int],
-                 granularity: str = "per_tensor", group_size: int | None = None) -> dict:
+                 granularity: str = "per_tensor", group_size: int | None = None,
+                 scale_bits: int = SCALE_BITS) -> dict:
     """Size of a plan ``{layer: bits}`` over layers of ``shapes`` ``{layer: weight shape}``.
 
     Returns ``{"numel", "code_bits", "grid_bits", "total_bits", "avg_bits", "size_bytes"}``:
@@ -128,6 +131,6 @@ def plan_storage(shapes: Mapping[str, Sequence[int] | torch.Size], bits: Mapping
         n = int(tuple(shape)[0]) * input_dim(shape)
         numel += n
         code += n * int(b)
-        total += storage_bits(shape, b, granularity, group_size)
+        total += storage_bits(shape, b, granularity, group_size, scale_bits)
     return {"numel": numel, "code_bits": code, "grid_bits": total - code, "total_bits": total,
             "avg_bits": total / numel if numel else float("nan"), "size_bytes": total / 8}

@@ -165,6 +165,8 @@ def test_storage_accounting():
     assert bits_per_weight((384, 1536), 4, "per_group", 128) == pytest.approx(4 + 20 / 128)
     assert bits_per_weight((384, 1536), 4, "per_channel") == pytest.approx(4 + 20 / 1536)
     assert bits_per_weight((384, 1536), 4) == pytest.approx(4 + 20 / (384 * 1536))
+    assert bits_per_weight((384, 1536), 4, "per_group", 128, scale_bits=32) == pytest.approx(
+        4 + 36 / 128)
     # a conv: 16 x (8 * 3 * 3) = 16 x 72, per channel: 16 grids
     assert n_grids((16, 8, 3, 3), "per_channel") == 16
     assert storage_bits((16, 8, 4, 4), 3, "per_group", 64) == 16 * 128 * 3 + 16 * 2 * 19
