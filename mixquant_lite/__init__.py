@@ -4,7 +4,8 @@ Definitions: ``docs/method.md`` (quantizer, QE, the MixQuant rule, the budget pl
 Kloberdanz & Le, arXiv 2309.17341. Core modules: :mod:`.quant` (the quantizer), :mod:`.layers`
 (which layers and blocks), :mod:`.table` (QE tables), :mod:`.search` (MixQuant rule and budget
 plans), :mod:`.plan` (``BitPlan``), :mod:`.stats` (paired tests), :mod:`.evaluation`,
-:mod:`.sensitivity`, :mod:`.packing` (integer export), :mod:`.validate` (argument checks).
+:mod:`.sensitivity`, :mod:`.gptq` (GPTQ), :mod:`.groups` (per-group grids and
+storage bits), :mod:`.packing` (integer export), :mod:`.validate` (argument checks).
 
 Three wings on top of the core, which imports none of them: :mod:`.recon` (BRECQ),
 :mod:`.zoo` (data, models, training, testbeds), :mod:`.reproduce` (the results-table pipeline)
@@ -13,6 +14,7 @@ and :mod:`.tutorial` (the notebooks' helpers); :mod:`.cli` is the command line.
 :mod:`.packing` and :mod:`.evaluation`).
 """
 from .evaluation import evaluate
+from .gptq import GPTQConfig, GPTQReport, gptq
 from .layers import quantizable_layers, register_block
 from .packing import export, load_quantized
 from .plan import BitPlan
@@ -37,6 +39,8 @@ __all__ = [
     "QuantSpec",
     "BrecqConfig",
     "BrecqReport",
+    "GPTQConfig",
+    "GPTQReport",
     "QETable",
     "brecq",
     "check_bits",
@@ -47,6 +51,7 @@ __all__ = [
     "fake_quantize",
     "fake_quantize_affine",
     "fold_bn",
+    "gptq",
     "load_quantized",
     "mixquant",
     "plan_for_budget",

@@ -7,7 +7,8 @@ levels ``0 .. 2^b - 1``):
   (``range_method="minmax"``), or that range shrunk by the factor ``r`` in ``1.00, 0.99, ...,
   0.21`` that minimises ``sum |x - x_hat|^2.4`` (``"mse"``, BRECQ's initialisation); then the
   step ``s = (hi - lo) / (2^b - 1)`` and the zero point ``z = clamp(round(-lo / s), 0, 2^b - 1)``,
-  one pair per tensor or per output channel (axis 0).
+  one pair per tensor, per output channel (axis 0), or per group of ``g`` consecutive weights
+  along the input dimension (``"per_group"``, layout and storage in :mod:`.groups`).
 - :func:`quantize_affine`: the integer codes ``q = clamp(round(x * (1/s)) + z, 0, 2^b - 1)``.
 - :func:`dequantize_affine`: ``x_hat = (q - z) * s``.
 - :func:`fake_quantize_affine`: both at once, by PyTorch's fused kernels
@@ -24,11 +25,14 @@ float64. The vocabulary follows torchao: ``quantize_affine`` returns integers,
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Iterable
 
 import numpy as np
 import torch
+
+from .groups import GROUP_SIZES, check_group_size, group_rows, input_dim
+from .validate import MAX_BITS as MAX_BITS
+from .validate import MIN_BITS as MIN_BITS
+from .validate import check_bit_list, check_bits
 
 __all__ = [
     "choose_qparams",
@@ -45,11 +49,11 @@ __all__ = [
     "minmax_range",
     "affine_grid",
     "GRANULARITIES",
+    "GROUP_SIZES",
 ]
 
 RANGE_METHODS = ("minmax", "mse")
-GRANULARITIES = ("per_tensor", "per_channel")
-MIN_BITS, MAX_BITS = 1, 16
+GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 # A step smaller than this would make 1/s overflow in float32; an all-zero (or subnormal-range)
 # tensor gets this step instead and round-trips exactly.
 MIN_SCALE = 2.0**-100
@@ -60,39 +64,6 @@ _MSE_SAMPLE = 1 << 18  # error measured on at most this many evenly strided valu
 _MSE_CHUNK = 1 << 22  # elements of the (ratios, groups, values) work tensor at a time
 
 
-def check_bits(bits, name: str = "bits") -> int:
-    """Return ``bits`` as an int after checking it is an integer in ``1..16``.
-
-    Raises:
-        TypeError: not an integer (bools and floats are refused, numpy integers accepted).
-        ValueError: outside ``1..16``.
-    """
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise TypeError(f"{name} must be an int in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-    bits = int(bits)
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{name} must be an int in {MIN_BITS}..{MAX_BITS}, got {bits}")
-    return bits
-
-
-def check_bit_list(bits: Iterable[int], name: str = "bits") -> tuple[int, ...]:
-    """Candidate bit-widths as a sorted tuple of ints, each checked by :func:`check_bits`.
-
-    Raises:
-        TypeError: ``bits`` is not an iterable of ints (a bare int is refused too).
-        ValueError: empty, duplicated, or an entry outside ``1..16``.
-    """
-    if isinstance(bits, (str, bytes)) or not isinstance(bits, Iterable):
-        raise TypeError(f"{name} must be a list of ints in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
-    out = [check_bits(b, name) for b in bits]
-    if not out:
-        raise ValueError(f"{name} must not be empty")
-    dup = sorted({b for b in out if out.count(b) > 1})
-    if dup:
-        raise ValueError(f"{name} has duplicated bit-widths {dup}")
-    return tuple(sorted(out))
-
-
 def check_range_method(range_method: str, name: str = "range_method") -> str:
     """``range_method`` after checking it is one of :data:`RANGE_METHODS`."""
     if range_method not in RANGE_METHODS:
@@ -101,7 +72,7 @@ def check_range_method(range_method: str, name: str = "range_method") -> str:
 
 
 def check_granularity(granularity: str) -> str:
-    """``granularity`` after checking it is ``"per_tensor"`` or ``"per_channel"``."""
+    """``granularity`` after checking it is one of :data:`GRANULARITIES`."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     return granularity
@@ -207,28 +178,39 @@ def choose_qparams(
     bits: int,
     granularity: str = "per_tensor",
     range_method: str = "minmax",
+    group_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step and zero point of ``x`` at ``bits`` (``docs/method.md``, "Quantizer").
 
     Args:
         x: a float tensor (weights ``(C_out, ...)`` or activations); read, never modified.
         bits: ``1..16``.
-        granularity: ``"per_tensor"`` or ``"per_channel"`` (one grid per index of axis 0).
+        granularity: ``"per_tensor"``, ``"per_channel"`` (one grid per index of axis 0) or
+            ``"per_group"`` (one grid per ``group_size`` consecutive weights of a row of
+            ``x.reshape(C, K)``; ``K`` must be a multiple of ``group_size``).
         range_method: ``"minmax"`` (the range of ``x``, 0 included) or ``"mse"`` (that range
             shrunk to minimise the ``L_2.4`` round-trip error, per group).
+        group_size: ``32``, ``64`` or ``128``, only (and always) with ``"per_group"``.
 
     Returns:
-        ``(scale, zero_point)``: float32 and int32 tensors of shape ``()`` per tensor or ``(C,)``
-        per channel, on ``x``'s device. ``scale`` is in the units of ``x``.
+        ``(scale, zero_point)``: float32 and int32 tensors of shape ``()`` per tensor, ``(C,)``
+        per channel, ``(C, K / group_size)`` per group, on ``x``'s device (units of ``x``).
 
     Raises:
-        TypeError / ValueError: bad ``bits``, ``granularity`` or ``range_method``; a non-float,
-        empty or non-finite ``x``.
+        TypeError / ValueError: bad ``bits``, ``granularity``, ``range_method`` or
+        ``group_size``; a non-float, empty or non-finite ``x``.
     """
     bits = check_bits(bits)
-    per_channel = check_granularity(granularity) == "per_channel"
+    gran = check_granularity(granularity)
+    per_channel = gran != "per_tensor"
     check_range_method(range_method)
     _check_tensor(x, "x", per_channel=per_channel)
+    if (group_size is not None) != (gran == "per_group"):
+        raise ValueError(f"group_size (one of {GROUP_SIZES}) goes with granularity='per_group' "
+                         f"and only with it; got group_size={group_size!r}, {gran!r}")
+    rows = x.shape[0] if per_channel else 1
+    if gran == "per_group":
+        x = group_rows(x, group_size, "x")  # type: ignore[arg-type]
     mn, mx = minmax_range(x, per_channel, "x")
     if range_method == "minmax":
         scale2, zp2 = affine_grid(mn, mx, (bits,), "x")
@@ -238,8 +220,9 @@ def choose_qparams(
     scale_t = torch.from_numpy(np.ascontiguousarray(scale, dtype=np.float32)).to(x.device)
     zp_t = torch.from_numpy(np.ascontiguousarray(zp, dtype=np.int32)).to(x.device)
     if not per_channel:
-        scale_t, zp_t = scale_t[0], zp_t[0]
-    return scale_t, zp_t
+        return scale_t[0], zp_t[0]
+    shape = (rows, -1) if gran == "per_group" else (rows,)
+    return scale_t.reshape(shape), zp_t.reshape(shape)
 
 
 def _check_qparams(
@@ -247,21 +230,35 @@ def _check_qparams(
 ) -> None:
     if not isinstance(scale, torch.Tensor) or not isinstance(zero_point, torch.Tensor):
         raise TypeError("scale and zero_point must be tensors (from choose_qparams)")
-    if scale.shape != zero_point.shape or scale.dim() > 1:
+    if scale.shape != zero_point.shape or scale.dim() > 2:
         raise ValueError(
-            f"scale and zero_point must both have shape () or (C,), got {tuple(scale.shape)} "
-            f"and {tuple(zero_point.shape)}"
+            f"scale and zero_point must both have shape (), (C,) or (C, G), got "
+            f"{tuple(scale.shape)} and {tuple(zero_point.shape)}"
         )
-    if scale.dim() == 1 and (x.dim() < 1 or x.shape[0] != scale.shape[0]):
+    if scale.dim() >= 1 and (x.dim() < scale.dim() or x.shape[0] != scale.shape[0]):
+        kind = "per-channel" if scale.dim() == 1 else "per-group"
         raise ValueError(
-            f"per-channel scale of {scale.shape[0]} channels does not fit a tensor of shape "
-            f"{tuple(x.shape)} (axis 0)"
+            f"{kind} scale of {scale.shape[0]} channels (shape {tuple(scale.shape)}) does not "
+            f"fit a tensor of shape {tuple(x.shape)} (axis 0)"
         )
+    if scale.dim() == 2:
+        k = input_dim(x.shape)
+        if k % scale.shape[1]:
+            raise ValueError(f"{scale.shape[1]} groups do not divide the input dimension {k}")
+        check_group_size(k // scale.shape[1], k, "x")
 
 
 def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A per-channel ``(C,)`` tensor viewed as ``(C, 1, ...)`` against ``x``; scalars as is."""
+    """A per-channel ``(C,)`` tensor viewed as ``(C, 1, ...)`` against ``x``, a per-group
+    ``(C, G)`` one as ``(C, G, 1)`` against ``x`` viewed by :func:`_grouped`; scalars as is."""
+    if t.dim() == 2:
+        return t[..., None]
     return t.reshape(-1, *[1] * (x.dim() - 1)) if t.dim() == 1 else t
+
+
+def _grouped(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x`` as ``(C, G, g)`` for a per-group ``scale`` ``(C, G)``; otherwise ``x`` itself."""
+    return x.reshape(scale.shape[0], scale.shape[1], -1) if scale.dim() == 2 else x
 
 
 def quantize_affine(
@@ -269,16 +266,17 @@ def quantize_affine(
 ) -> torch.Tensor:
     """Integer codes ``q = clamp(round(x * (1/s)) + z, 0, 2^b - 1)``, same shape as ``x``.
 
-    ``scale`` / ``zero_point`` as returned by :func:`choose_qparams` (shape ``()`` or ``(C,)``
-    for axis 0). Returns ``torch.uint8`` for ``bits <= 8``, else ``torch.int32``.
+    ``scale`` / ``zero_point`` as returned by :func:`choose_qparams` (shape ``()``, ``(C,)``
+    for axis 0, or ``(C, G)`` per group). Returns ``torch.uint8`` for ``bits <= 8``, else
+    ``torch.int32``.
     """
     bits = check_bits(bits)
     _check_tensor(x, "x")
     _check_qparams(x, scale, zero_point)
-    xf = x.detach().float()
+    xf = _grouped(x.detach().float(), scale)
     s, z = _bcast(scale.float(), xf), _bcast(zero_point.float(), xf)
     q = torch.clamp(torch.round(xf * (1.0 / s)) + z, 0, 2**bits - 1)
-    return q.to(torch.uint8 if bits <= 8 else torch.int32)
+    return q.to(torch.uint8 if bits <= 8 else torch.int32).reshape(x.shape)
 
 
 def dequantize_affine(
@@ -289,8 +287,9 @@ def dequantize_affine(
 ) -> torch.Tensor:
     """``x_hat = (q - z) * s`` in float32 (then cast to ``dtype``), same shape as ``q``."""
     _check_qparams(q, scale, zero_point)
-    s, z = _bcast(scale.float(), q), _bcast(zero_point.float(), q)
-    return ((q.float() - z) * s).to(dtype)
+    qg = _grouped(q, scale)
+    s, z = _bcast(scale.float(), qg), _bcast(zero_point.float(), qg)
+    return ((qg.float() - z) * s).to(dtype).reshape(q.shape)
 
 
 def fake_quantize_affine(
@@ -308,37 +307,43 @@ def fake_quantize_affine(
     _check_tensor(x, "x")
     _check_qparams(x, scale, zero_point)
     qmax = 2**bits - 1
-    xf = x.float()
+    xf = _grouped(x.float(), scale)
     if scale.requires_grad and torch.is_grad_enabled():
         s, z = _bcast(scale.float(), xf), _bcast(zero_point.float().detach(), xf)
         t = xf * (1.0 / s)
         t = t + (torch.round(t) - t).detach()  # straight-through round
         out = (torch.clamp(t + z, 0, qmax) - z) * s
-    elif scale.dim() == 1:
+    elif scale.dim() >= 1:  # per channel, or per group as channels of a (C * G, g) view
         out = torch.fake_quantize_per_channel_affine(
-            xf, scale.float(), zero_point.to(torch.int32), 0, 0, qmax
+            xf.reshape(scale.numel(), -1), scale.float().reshape(-1),
+            zero_point.to(torch.int32).reshape(-1), 0, 0, qmax,
         )
     else:
         out = torch.fake_quantize_per_tensor_affine(
             xf, float(scale), int(zero_point), 0, qmax
         )
-    return out.to(x.dtype)
+    return out.reshape(x.shape).to(x.dtype)
 
 
 def fake_quantize(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
+    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax",
+    group_size: int | None = None,
 ) -> torch.Tensor:
     """``W_hat``: :func:`choose_qparams` then :func:`fake_quantize_affine` (round to nearest).
 
-    Returns a tensor of the same shape, dtype and device as ``w`` (simulated quantization).
+    ``group_size`` (32, 64 or 128) selects ``"per_group"`` grids (``per_channel`` is then
+    ignored: groups are inside channels). Returns a tensor of the same shape, dtype and device
+    as ``w`` (simulated quantization).
     """
-    _check_tensor(w, per_channel=per_channel)
-    scale, zp = choose_qparams(w, bits, _granularity(per_channel), range_method)
+    gran = "per_group" if group_size is not None else _granularity(per_channel)
+    _check_tensor(w, per_channel=gran != "per_tensor")
+    scale, zp = choose_qparams(w, bits, gran, range_method, group_size)
     return fake_quantize_affine(w.detach(), scale, zp, bits)
 
 
 def qe(
-    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax"
+    w: torch.Tensor, bits: int, *, per_channel: bool = False, range_method: str = "minmax",
+    group_size: int | None = None,
 ) -> float:
     """Quantization error ``QE(W, b) = mean((W - W_hat)^2)`` (``docs/method.md``, "QE").
 
@@ -350,7 +355,8 @@ def qe(
         ValueError: the error is not finite (the range was too large for float32 arithmetic).
     """
     x = w.detach().float()
-    d = (x - fake_quantize(x, bits, per_channel=per_channel, range_method=range_method)).double()
+    d = (x - fake_quantize(x, bits, per_channel=per_channel, range_method=range_method,
+                           group_size=group_size)).double()
     val = torch.dot(d.reshape(-1), d.reshape(-1)).item() / d.numel()
     if not math.isfinite(val):
         raise ValueError("the quantization error of w is not finite")

@@ -27,6 +27,7 @@ per-chunk block sums, never a full-size copy of a layer; the same code runs on C
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -43,6 +44,7 @@ import torch
 from torch import nn
 
 from . import _qe_kernels
+from .groups import group_rows
 from .layers import quantizable_layers, weight_of
 from .quant import affine_grid, check_bit_list, check_bits, minmax_range
 
@@ -66,6 +68,7 @@ class QETable:
         values: float64 array ``(len(layers), len(bits))``; ``values[i, j] = QE(layers[i],
             bits[j])`` in squared weight units.
         per_channel: whether the grids were per output channel.
+        group_size: ``None``, or the group size of per-group grids (:mod:`.groups`).
         measure: what ``values`` holds. ``"qe"`` (default): the mean squared weight error per
             weight, as above. Any other name (e.g. ``"hessian"``, ``"fisher"``, ``"output"``):
             a data-aware sensitivity whose entries are already *additive per-layer costs* of
@@ -79,6 +82,7 @@ class QETable:
     values: np.ndarray
     per_channel: bool = False
     measure: str = "qe"
+    group_size: int | None = None
     _row: Mapping[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -106,7 +110,7 @@ class QETable:
 
     def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain values
         return (type(self), (self.layers, self.bits, dict(self.numel), np.array(self.values),
-                             self.per_channel, self.measure))
+                             self.per_channel, self.measure, self.group_size))
 
     def qe(self, layer: str, bits: int) -> float:
         """QE of ``layer`` at ``bits`` (a candidate of the table)."""
@@ -149,6 +153,7 @@ class QETable:
         return (
             f"QETable({len(self.layers)} layers, {self.total_numel:,} weights, "
             f"bits={list(self.bits)}, per_channel={self.per_channel}"
+            + ("" if self.group_size is None else f", group_size={self.group_size}")
             + ("" if self.measure == "qe" else f", measure={self.measure!r}") + ")"
         )
 
@@ -160,6 +165,7 @@ def qe_table(
     per_channel: bool = False,
     compiled: bool = False,
     workers: int = 1,
+    group_size: int | None = None,
 ) -> QETable:
     """The QE table of ``model``'s ``Conv2d``/``Linear`` weights (``docs/method.md``, "QE").
 
@@ -177,6 +183,8 @@ def qe_table(
             changes torch's thread settings: a pool pays off when the caller runs torch ops
             single-threaded (``torch.set_num_threads(1)``, or ``OMP_NUM_THREADS=1``), where each
             op would otherwise end in an OpenMP barrier that stalls on a busy machine.
+        group_size: ``32``, ``64`` or ``128``: per-group grids along each layer's input
+            dimension (:mod:`.groups`), measured as per-channel QE of the group-rows view.
 
     Raises:
         ValueError: no ``Conv2d``/``Linear`` layer, bad ``bits``, or a layer's weights contain
@@ -188,9 +196,11 @@ def qe_table(
         raise ValueError(f"model {type(model).__name__} has no Conv2d/Linear layers to quantize")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    return _table_from_weights(
-        [(n, weight_of(m)) for n, m in named], cand, per_channel, compiled, workers
-    )
+    weights = [(n, weight_of(m)) for n, m in named]
+    if group_size is not None:  # per group = per channel of the (C * K / g, g) view
+        weights = [(n, group_rows(w.detach(), group_size, f"layer {n!r}")) for n, w in weights]
+    t = _table_from_weights(weights, cand, per_channel or group_size is not None, compiled, workers)
+    return t if group_size is None else dataclasses.replace(t, group_size=int(group_size))
 
 
 def _table_from_weights(

@@ -1,8 +1,8 @@
 """Argument validators shared by the package: each returns the checked value or raises
 ``ValueError`` / ``TypeError`` naming the argument and its accepted range.
 
-Bit-widths, granularities and range methods are checked in :mod:`mixquant_lite.quant`
-(``check_bits``, ``check_bit_list``, ``check_granularity``, ``check_range_method``).
+Bit-widths are checked here (``check_bits``, ``check_bit_list``); granularities and range
+methods in :mod:`mixquant_lite.quant` (``check_granularity``, ``check_range_method``).
 """
 from __future__ import annotations
 
@@ -12,10 +12,46 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .quant import check_bit_list
-
-__all__ = ["check_int", "check_choice", "check_int_tuple", "check_alpha", "check_positive",
+__all__ = ["MIN_BITS", "MAX_BITS", "check_bits", "check_bit_list",
+           "check_int", "check_choice", "check_int_tuple", "check_alpha", "check_positive",
            "parse_bit_list", "parse_layer_bits", "parse_positive", "parse_act_bits"]
+
+MIN_BITS, MAX_BITS = 1, 16
+
+
+
+def check_bits(bits, name: str = "bits") -> int:
+    """Return ``bits`` as an int after checking it is an integer in ``1..16``.
+
+    Raises:
+        TypeError: not an integer (bools and floats are refused, numpy integers accepted).
+        ValueError: outside ``1..16``.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise TypeError(f"{name} must be an int in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+    bits = int(bits)
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"{name} must be an int in {MIN_BITS}..{MAX_BITS}, got {bits}")
+    return bits
+
+
+def check_bit_list(bits: Iterable[int], name: str = "bits") -> tuple[int, ...]:
+    """Candidate bit-widths as a sorted tuple of ints, each checked by :func:`check_bits`.
+
+    Raises:
+        TypeError: ``bits`` is not an iterable of ints (a bare int is refused too).
+        ValueError: empty, duplicated, or an entry outside ``1..16``.
+    """
+    if isinstance(bits, (str, bytes)) or not isinstance(bits, Iterable):
+        raise TypeError(f"{name} must be a list of ints in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+    out = [check_bits(b, name) for b in bits]
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    dup = sorted({b for b in out if out.count(b) > 1})
+    if dup:
+        raise ValueError(f"{name} has duplicated bit-widths {dup}")
+    return tuple(sorted(out))
+
 
 
 def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixquant_lite import data
+from mixquant_lite.zoo import data
 
 
 @pytest.mark.slow
