@@ -372,3 +372,19 @@ class Family:
                          "effect": q.effect, "p": q.p_value, "p_adjusted": float(pa),
                          "method": self.method, "alpha": alpha, "verdict": v})
         return pd.DataFrame(rows)
+
+    def report(self) -> str:
+        """One line per question, ``"<question>: <verdict> (p = .., <method>-adjusted p = ..)"``."""
+        return "\n".join(f"{r.question}: {r.verdict} (p = {r.p:.2g}, {r.method}-adjusted p = "
+                         f"{r.p_adjusted:.2g})" for r in self.verdicts().itertuples())
+
+    def record(self, path: Any) -> None:
+        """Write this family's verdicts into the JSON findings file at ``path`` under the key
+        ``name`` (other families in the file are kept)."""
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        found = json.loads(path.read_text()) if path.is_file() else {}
+        found[self.name] = self.verdicts().to_dict(orient="records")
+        path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")

@@ -97,3 +97,14 @@ def test_family_with_paired_compare_end_to_end():
     fam = Family("f", method="bh")
     fam.add(Question("A vs B", t.p_value, effect=t.diff, better="A", worse="B"))
     assert fam.verdicts().verdict.iloc[0] == "A better"
+
+
+def test_family_report_and_record(tmp_path):
+    fam = Family("nb", questions=[Question("a vs b", 0.01, effect=1.0, better="a", worse="b")])
+    assert fam.report() == "a vs b: a better (p = 0.01, holm-adjusted p = 0.01)"
+    path = tmp_path / "findings.json"
+    Family("other", questions=[Question("x", 0.5)]).record(path)
+    fam.record(path)
+    import json
+    found = json.loads(path.read_text())
+    assert set(found) == {"nb", "other"} and found["nb"][0]["verdict"] == "a better"
