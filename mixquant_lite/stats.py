@@ -29,7 +29,7 @@ __all__ = [
     "paired_table",
 ]
 
-TIE = "tie (inside the noise)"
+TIE = "no difference detected"
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -193,7 +193,8 @@ def paired_compare(
 
     Returns:
         A :class:`PairedComparison`. The verdict follows the exact McNemar test: a difference
-        is named only when ``p < alpha``; otherwise it is a tie inside the noise.
+        is named only when ``p < alpha``; otherwise :data:`TIE`, "no difference detected" (not
+        "equal": :func:`tost_paired` tests equivalence).
     """
     a = as_correct(correct_a, "correct_a")
     b = as_correct(correct_b, "correct_b")
@@ -253,6 +254,7 @@ def paired_table(
 __all__ += ["adjust_pvalues", "tost_paired", "Question", "Family"]
 
 ADJUST_METHODS = ("holm", "bh")
+KINDS = ("difference", "equivalence", "association")
 
 
 def adjust_pvalues(p_values: Sequence[float], method: str = "holm") -> np.ndarray:
@@ -316,8 +318,9 @@ def tost_paired(correct_a: Any, correct_b: Any, margin: float = 1.0) -> tuple[fl
 class Question:
     """One primary question of a family: a name, its raw p-value and how to word the answer.
 
-    ``kind``: ``"difference"`` (H0: no difference; ``effect`` > 0 means ``better`` wins) or
-    ``"equivalence"`` (TOST; H0: a difference at least the margin).
+    ``kind``: ``"difference"`` (H0: no difference; ``effect`` > 0 means ``better`` wins),
+    ``"equivalence"`` (TOST; H0: a difference at least the margin) or ``"association"`` (H0: no
+    correlation; ``effect`` is the correlation, its sign names the direction).
     """
 
     name: str
@@ -336,7 +339,8 @@ class Family:
     ``add`` a :class:`Question` per question (decided before the numbers are seen), then
     ``verdicts()``: one row per question with the raw and adjusted p-value and the verdict
     from the *adjusted* p-value: ``"<better> better"``, ``"no difference detected"``,
-    ``"equivalent within +-<margin> points"`` or ``"equivalence not shown"``.
+    ``"equivalent within +-<margin> points"``, ``"equivalence not shown"``,
+    ``"positive association"`` / ``"negative association"`` or ``"no association detected"``.
     """
 
     name: str
@@ -348,8 +352,8 @@ class Family:
         qs = self.questions if self.questions is not None else []
         if any(q.name == question.name for q in qs):
             raise ValueError(f"question {question.name!r} is already in family {self.name!r}")
-        if question.kind not in ("difference", "equivalence"):
-            raise ValueError(f"kind must be 'difference' or 'equivalence', got {question.kind!r}")
+        if question.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {question.kind!r}")
         self.questions = [*qs, question]
         return question
 
@@ -361,7 +365,10 @@ class Family:
         adj = adjust_pvalues([q.p_value for q in qs], self.method)
         rows = []
         for q, pa in zip(qs, adj, strict=True):
-            if q.kind == "equivalence":
+            if q.kind == "association":
+                v = (("positive" if q.effect > 0 else "negative") + " association" if pa < alpha
+                     else "no association detected")
+            elif q.kind == "equivalence":
                 v = (f"equivalent within +-{q.margin:g} points" if pa < alpha
                      else "equivalence not shown")
             elif pa < alpha:

@@ -75,6 +75,9 @@ def test_family_verdicts_come_from_adjusted_p_values():
     fam2 = Family("one", questions=[Question("x", 0.001, effect=-2.0, better="A", worse="B"),
                                     Question("y", 0.001, kind="equivalence", margin=1.0)])
     assert fam2.verdicts().verdict.tolist() == ["B better", "equivalent within +-1 points"]
+    fam3 = Family("assoc", questions=[Question("r", 0.001, effect=-0.5, kind="association"),
+                                      Question("s", 0.2, effect=0.9, kind="association")])
+    assert fam3.verdicts().verdict.tolist() == ["negative association", "no association detected"]
 
 
 def test_family_rejects_duplicates_bad_kinds_and_empty():
