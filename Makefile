@@ -16,7 +16,7 @@ TEST_TIMEOUT     ?= 4500
 export MPLBACKEND := Agg
 
 .PHONY: tutorial test test-fast test-browser install lint bench soak reproduce student assignment \
-  clean
+  repo-url wheel clean
 
 install: $(STAMP)
 
@@ -74,6 +74,18 @@ assignment: $(STAMP)
 	  --course build/course --out build/student
 
 student: assignment
+
+# A teacher's own copy: `make repo-url URL=https://github.com/OWNER/NAME` repoints every Colab
+# badge, every Colab set-up cell and the README (tools/repo_url.py). `make wheel` builds
+# build/wheel/mixquant_lite-*.whl: upload it into a Colab session's /content and the set-up cell
+# installs it when the repository cannot be cloned.
+repo-url:
+	@test -n "$(URL)" || { echo "usage: make repo-url URL=https://github.com/OWNER/NAME"; exit 2; }
+	$(PYTHON) tools/repo_url.py "$(URL)"
+
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/wheel .
+	@ls build/wheel/mixquant_lite-*.whl
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks
