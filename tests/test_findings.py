@@ -53,3 +53,11 @@ def test_stated_run_time_is_the_measured_one(path):
     measured = nb.metadata.get("mixquant", {}).get("run_time_s")
     assert measured is not None, "not executed by tools/run_notebooks.py (no measured run time)"
     assert run_notebooks.run_time_text(measured).strip() in nb.cells[0].source
+
+
+def test_readme_series_time_is_generated_from_the_notebooks():
+    import re as _re
+
+    text = (ROOT / "README.md").read_text()
+    block = _re.search(r"<!-- SERIES_TIME -->.*?<!-- /SERIES_TIME -->", text, _re.S).group(0)
+    assert block == run_notebooks.series_time_text(NOTEBOOKS)

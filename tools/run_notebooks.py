@@ -111,6 +111,31 @@ def stamp_run_time(nb, seconds: float) -> None:
         first.source = RUN_TIME.sub(run_time_text(seconds), first.source, count=1)
 
 
+SERIES = re.compile(r"<!-- SERIES_TIME -->.*?<!-- /SERIES_TIME -->", re.S)
+
+
+def series_time_text(paths: list[Path]) -> str:
+    """The README's series-time sentence, from each notebook's measured run time."""
+    import nbformat
+
+    times = {p.stem.split("_")[0]: nbformat.read(p, as_version=4).metadata.get("mixquant", {})
+             .get("run_time_s") for p in sorted(paths)}
+    if any(t is None for t in times.values()):
+        missing = [k for k, t in times.items() if t is None]
+        return f"<!-- SERIES_TIME -->(not measured yet: {', '.join(missing)})<!-- /SERIES_TIME -->"
+    total = sum(times.values())
+    return ("<!-- SERIES_TIME -->" + f"{total / 60:.1f} min in all: " + ", ".join(
+        f"{k}: {t:.0f} s" for k, t in times.items()) + "<!-- /SERIES_TIME -->")
+
+
+def write_series_time(readme: Path = ROOT / "README.md") -> None:
+    """Rewrite the ``<!-- SERIES_TIME -->`` block of the README from the notebooks."""
+    text = readme.read_text()
+    if SERIES.search(text):
+        text = SERIES.sub(series_time_text(sorted((ROOT / "notebooks").glob("*.ipynb"))), text)
+        readme.write_text(text)
+
+
 def _proc_state(pid: int | None) -> str:
     """Kernel state at the hang: ``/proc`` run state and CPU seconds used (Linux only)."""
     try:
@@ -271,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr if status else sys.stdout, flush=True)
         if status:
             return status
+    if a.in_place:
+        write_series_time()
     if a.record_commit:
         print(f"notebooks/EXECUTED_WITH <- {record_commit()}")
     return 0
