@@ -10,9 +10,10 @@
 (c) notebook 01 with one deliberately wrong answer that passes the visible check: that exercise's
     points lost (the hidden test catches it), every other point kept.
 
-Autograding executes every notebook in full, twice (solution and student): on 2 shared CPU cores
-this test takes about 12-15 minutes (measured: see the report in the README's course section),
-so it is marked ``slow``; ``make test`` runs it, ``make test-fast`` does not.
+Autograding executes every notebook in full, twice (solution and student), plus notebook 01 once
+more: measured 39 min wall on the shared 2-core machine at load 8-9 (most of it 02 and 05, about
+6.5 and 5 min per run there; course build 2.3 min); on an idle 2-core machine expect about a
+third of that. Marked ``slow``: ``make test`` runs it, ``make test-fast`` does not.
 """
 from __future__ import annotations
 
