@@ -1,5 +1,6 @@
 # Two commands: `make tutorial` (run every notebook headless, write build/) and `make test`;
-# `make student` writes the exercise notebooks without their solutions to build/student/.
+# `make assignment` (= `make student`) builds the nbgrader course in build/course/ (release
+# versions without solutions; copies in build/student/).
 # Both create .venv on first use and reuse it afterwards (reinstall only when pyproject changes).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +15,8 @@ NOTEBOOK_TIMEOUT ?= 1800
 TEST_TIMEOUT     ?= 4500
 export MPLBACKEND := Agg
 
-.PHONY: tutorial test test-fast test-browser install lint bench soak reproduce student clean
+.PHONY: tutorial test test-fast test-browser install lint bench soak reproduce student assignment \
+  repo-url wheel clean
 
 install: $(STAMP)
 
@@ -62,10 +64,28 @@ test-fast: $(STAMP)
 	@MIXQUANT_STATIC_WIDGETS=1 $(BIN)/python -m pytest -q -p no:nbval -m "not slow and not browser" \
 	  --ignore=tests/fixtures tests
 
-# Student versions of the notebooks: solutions (### BEGIN/END SOLUTION) replaced by
-# `raise NotImplementedError()`, outputs cleared, written to build/student/.
-student: $(STAMP)
-	$(BIN)/python tools/make_student.py $(NOTEBOOKS) --out build/student
+# The nbgrader course: build/course/source/<notebook>/ (solutions and hidden tests, one assignment
+# per notebook) -> build/course/release/<notebook>/ by `nbgrader generate_assignment` (solutions
+# replaced by `raise NotImplementedError()`, hidden tests and outputs removed, test cells locked).
+# Hand out release/; collect into submitted/<student>/<notebook>/ and run, in build/course,
+# `nbgrader autograde <notebook>`. `make student` is the same build (copies in build/student/).
+assignment: $(STAMP)
+	$(BIN)/python tools/make_student.py $(NOTEBOOKS) \
+	  --course build/course --out build/student
+
+student: assignment
+
+# A teacher's own copy: `make repo-url URL=https://github.com/OWNER/NAME` repoints every Colab
+# badge, every Colab set-up cell and the README (tools/repo_url.py). `make wheel` builds
+# build/wheel/mixquant_lite-*.whl: upload it into a Colab session's /content and the set-up cell
+# installs it when the repository cannot be cloned.
+repo-url:
+	@test -n "$(URL)" || { echo "usage: make repo-url URL=https://github.com/OWNER/NAME"; exit 2; }
+	$(PYTHON) tools/repo_url.py "$(URL)"
+
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir build/wheel .
+	@ls build/wheel/mixquant_lite-*.whl
 
 lint: $(STAMP)
 	$(BIN)/ruff check mixquant_lite tests benchmarks

@@ -11,6 +11,7 @@ and :mod:`mixquant_lite.tutorial.stats` re-exports them for the notebooks.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,7 +33,7 @@ __all__ = [
     "newcombe_interval",
 ]
 
-TIE = "tie (inside the noise)"
+TIE = "no difference detected"
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -185,7 +186,8 @@ def paired_compare(
 
     Returns:
         A :class:`PairedComparison`. The verdict follows the exact McNemar test: a difference
-        is named only when ``p < alpha``; otherwise it is a tie inside the noise.
+        is named only when ``p < alpha``; otherwise :data:`TIE`, "no difference detected" (not
+        "equal": :func:`tost_paired` tests equivalence).
     """
     a = as_correct(correct_a, "correct_a")
     b = as_correct(correct_b, "correct_b")
@@ -238,3 +240,151 @@ def paired_table(
     rows = [paired_compare(ca, cb, labels=(la, lb), alpha=alpha, ci=ci, n_boot=n_boot,
                            seed=seed).to_dict() for la, ca, lb, cb in pairs]
     return pd.DataFrame(rows, columns=list(PairedComparison.__dataclass_fields__))
+
+
+# ---------------------------------------------------------------------------- families of tests
+
+__all__ += ["adjust_pvalues", "tost_paired", "Question", "Family"]
+
+ADJUST_METHODS = ("holm", "bh")
+KINDS = ("difference", "equivalence", "association")
+
+
+def adjust_pvalues(p_values: Sequence[float], method: str = "holm") -> np.ndarray:
+    """Multiplicity-adjusted p-values of one family, in the given order.
+
+    ``"holm"``: Holm's step-down (family-wise error); ``"bh"``: Benjamini-Hochberg (false
+    discovery rate; ``scipy.stats.false_discovery_control``). Reject a question when its
+    adjusted p-value is below alpha. Raises ``ValueError`` for p-values outside [0, 1], an
+    empty family or an unknown ``method``.
+    """
+    p = np.asarray(p_values, dtype=float)
+    if p.ndim != 1 or p.size == 0 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p_values must be a non-empty 1-D sequence in [0, 1], got {p_values!r}")
+    if method == "bh":
+        return np.asarray(stats.false_discovery_control(p, method="bh"), dtype=float)
+    if method != "holm":
+        raise ValueError(f"method must be one of {ADJUST_METHODS}, got {method!r}")
+    order = np.argsort(p, kind="stable")
+    steps = (p.size - np.arange(p.size)) * p[order]
+    adj = np.empty_like(p)
+    adj[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    return adj
+
+
+def tost_paired(correct_a: Any, correct_b: Any, margin: float = 1.0) -> tuple[float, float, float]:
+    """Equivalence of two models on the same images: two one-sided tests (TOST).
+
+    H0: ``|acc_a - acc_b| >= margin`` (points) against H1: the difference lies inside
+    ``(-margin, margin)``. Returns ``(p, lo, hi)``: the TOST p-value, the smallest ``alpha`` at
+    which the ``1 - 2 alpha`` Newcombe interval of the difference (points) lies inside the margin,
+    and that interval at ``alpha = 0.05`` (a 90% interval). Equivalence is shown at level alpha
+    when ``p < alpha``. ``margin`` must be in (0, 100).
+    """
+    a = as_correct(correct_a, "correct_a")
+    b = as_correct(correct_b, "correct_b")
+    if a.shape != b.shape:
+        raise ValueError(f"correct_a and correct_b must score the same images: lengths "
+                         f"{a.size} and {b.size}")
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 < margin < 100:
+        raise ValueError(f"margin must be a number of points in (0, 100), got {margin!r}")
+    cells = (int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()), int((~a & ~b).sum()))
+    m = margin / 100
+
+    def inside(alpha: float) -> bool:
+        lo, hi = newcombe_interval(*cells, 2 * alpha)
+        return -m < lo and hi < m
+
+    lo90, hi90 = newcombe_interval(*cells, 0.10)
+    if not inside(0.4999):
+        return 1.0, 100 * lo90, 100 * hi90
+    small, big = 1e-12, 0.4999  # inside(big) holds; bisect for the smallest alpha that fits
+    if inside(small):
+        return small, 100 * lo90, 100 * hi90
+    for _ in range(60):
+        mid = math.sqrt(small * big)
+        small, big = (small, mid) if inside(mid) else (mid, big)
+    return big, 100 * lo90, 100 * hi90
+
+
+@dataclass(frozen=True)
+class Question:
+    """One primary question of a family: a name, its raw p-value and how to word the answer.
+
+    ``kind``: ``"difference"`` (H0: no difference; ``effect`` > 0 means ``better`` wins),
+    ``"equivalence"`` (TOST; H0: a difference at least the margin) or ``"association"`` (H0: no
+    correlation; ``effect`` is the correlation, its sign names the direction).
+    """
+
+    name: str
+    p_value: float
+    effect: float = 0.0
+    kind: str = "difference"
+    better: str = "A"
+    worse: str = "B"
+    margin: float | None = None
+
+
+@dataclass
+class Family:
+    """The primary questions of one notebook, tested together with one multiplicity adjustment.
+
+    ``add`` a :class:`Question` per question (decided before the numbers are seen), then
+    ``verdicts()``: one row per question with the raw and adjusted p-value and the verdict
+    from the *adjusted* p-value: ``"<better> better"``, ``"no difference detected"``,
+    ``"equivalent within +-<margin> points"``, ``"equivalence not shown"``,
+    ``"positive association"`` / ``"negative association"`` or ``"no association detected"``.
+    """
+
+    name: str
+    alpha: float = 0.05
+    method: str = "holm"
+    questions: list[Question] | None = None
+
+    def add(self, question: Question) -> Question:
+        qs = self.questions if self.questions is not None else []
+        if any(q.name == question.name for q in qs):
+            raise ValueError(f"question {question.name!r} is already in family {self.name!r}")
+        if question.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {question.kind!r}")
+        self.questions = [*qs, question]
+        return question
+
+    def verdicts(self) -> pd.DataFrame:
+        qs = self.questions or []
+        if not qs:
+            raise ValueError(f"family {self.name!r} has no questions")
+        alpha = check_alpha(self.alpha)
+        adj = adjust_pvalues([q.p_value for q in qs], self.method)
+        rows = []
+        for q, pa in zip(qs, adj, strict=True):
+            if q.kind == "association":
+                v = (("positive" if q.effect > 0 else "negative") + " association" if pa < alpha
+                     else "no association detected")
+            elif q.kind == "equivalence":
+                v = (f"equivalent within +-{q.margin:g} points" if pa < alpha
+                     else "equivalence not shown")
+            elif pa < alpha:
+                v = f"{q.better} better" if q.effect > 0 else f"{q.worse} better"
+            else:
+                v = "no difference detected"
+            rows.append({"family": self.name, "question": q.name, "kind": q.kind,
+                         "effect": q.effect, "p": q.p_value, "p_adjusted": float(pa),
+                         "method": self.method, "alpha": alpha, "verdict": v})
+        return pd.DataFrame(rows)
+
+    def report(self) -> str:
+        """One line per question, ``"<question>: <verdict> (p = .., <method>-adjusted p = ..)"``."""
+        return "\n".join(f"{r.question}: {r.verdict} (p = {r.p:.2g}, {r.method}-adjusted p = "
+                         f"{r.p_adjusted:.2g})" for r in self.verdicts().itertuples())
+
+    def record(self, path: Any) -> None:
+        """Write this family's verdicts into the JSON findings file at ``path`` under the key
+        ``name`` (other families in the file are kept)."""
+        import json
+        from pathlib import Path
+
+        path = Path(path)
+        found = json.loads(path.read_text()) if path.is_file() else {}
+        found[self.name] = self.verdicts().to_dict(orient="records")
+        path.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")

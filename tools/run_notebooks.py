@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -77,17 +78,63 @@ def child(path: Path, output: Path, cell_timeout: int | None) -> int:
     client.on_notebook_start = on_start
     client.on_cell_start = on_cell_start
     client.on_cell_executed = on_cell_executed
+    t0 = time.perf_counter()
     try:
         client.execute()
     except CellExecutionError as e:
         _emit(event="error", text=str(e)[-3000:])
         return 1
+    stamp_run_time(nb, time.perf_counter() - t0)
     nb.metadata.pop("widgets", None)
     tmp = output.with_name(output.name + ".tmp")
     nbformat.write(nb, tmp)
     os.replace(tmp, output)
     _emit(event="finished")
     return 0
+
+
+RUN_TIME = re.compile(r"\*\*Run time:\*\* [^·\n]*")
+
+
+def run_time_text(seconds: float) -> str:
+    """The run-time statement the runner writes into a notebook's first cell."""
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return (f"**Run time:** {took} headless, measured by `tools/run_notebooks.py` in the run "
+            f"that saved these outputs (kernel start-up included) ")
+
+
+def stamp_run_time(nb, seconds: float) -> None:
+    """Record the measured run time: ``metadata.mixquant.run_time_s`` and, in the first cell,
+    the ``**Run time:** ...`` statement (up to the next ``·``), if the cell has one."""
+    nb.metadata.setdefault("mixquant", {})["run_time_s"] = round(seconds, 1)
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "markdown" and RUN_TIME.search(first.source):
+        first.source = RUN_TIME.sub(run_time_text(seconds), first.source, count=1)
+
+
+SERIES = re.compile(r"<!-- SERIES_TIME -->.*?<!-- /SERIES_TIME -->", re.S)
+
+
+def series_time_text(paths: list[Path]) -> str:
+    """The README's series-time sentence, from each notebook's measured run time."""
+    import nbformat
+
+    times = {p.stem.split("_")[0]: nbformat.read(p, as_version=4).metadata.get("mixquant", {})
+             .get("run_time_s") for p in sorted(paths)}
+    if any(t is None for t in times.values()):
+        missing = [k for k, t in times.items() if t is None]
+        return f"<!-- SERIES_TIME -->(not measured yet: {', '.join(missing)})<!-- /SERIES_TIME -->"
+    total = sum(times.values())
+    return ("<!-- SERIES_TIME -->" + f"{total / 60:.1f} min in all: " + ", ".join(
+        f"{k}: {t:.0f} s" for k, t in times.items()) + "<!-- /SERIES_TIME -->")
+
+
+def write_series_time(readme: Path = ROOT / "README.md") -> None:
+    """Rewrite the ``<!-- SERIES_TIME -->`` block of the README from the notebooks."""
+    text = readme.read_text()
+    if SERIES.search(text):
+        text = SERIES.sub(series_time_text(sorted((ROOT / "notebooks").glob("*.ipynb"))), text)
+        readme.write_text(text)
 
 
 def _proc_state(pid: int | None) -> str:
@@ -250,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr if status else sys.stdout, flush=True)
         if status:
             return status
+    if a.in_place:
+        write_series_time()
     if a.record_commit:
         print(f"notebooks/EXECUTED_WITH <- {record_commit()}")
     return 0

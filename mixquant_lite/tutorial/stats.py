@@ -11,7 +11,7 @@ accuracies alone: the per-image outcomes are paired, and a difference of one ima
 - :func:`paired_compare` -- accuracy of A and B, their difference with a confidence interval
   (Newcombe's hybrid score interval for paired proportions, or a paired bootstrap over images),
   the exact McNemar p-value and a verdict (``"A better"``, ``"B better"`` or
-  ``"tie (inside the noise)"``). :func:`paired_table` does it for many pairs, and
+  ``"no difference detected"``). :func:`paired_table` does it for many pairs, and
   :func:`compare_to_uniform` for every mixed-precision row of a ``reproduce`` results table.
 - :func:`cluster_bootstrap_corr` -- a rank correlation with a bootstrap that resamples the
   independent unit (layers), not the (layer, bit-width) rows; :func:`compare_correlations` --

@@ -323,7 +323,7 @@ class QEMExplorer:
         span = (f"QEM >= {self.label(lo)}" if not np.isfinite(hi)
                 else f"{self.label(lo)} <= QEM < {self.label(hi)}")
         return (f"QEM {self.label(qem)}: {v['avg_bits']:.2f} average bits, "
-                f"{v['size_bytes'] / 1024:.1f} KiB of weights, {acc} (same plan for {span})")
+                f"{v['size_bytes'] / 1000:.1f} kB of weights, {acc} (same plan for {span})")
 
     def render(self, qem: float) -> None:
         from .plotting import plot_plan_bits

@@ -172,3 +172,29 @@ def test_failed_clone_stops_loudly(sim, tmp_path):
     err = [o for o in nb.cells[1].outputs if o.output_type == "error"]
     assert err and err[0].ename == "RuntimeError"
     assert "Set-up failed: git clone" in err[0].evalue
+
+
+def test_wheel_fallback_when_the_clone_fails(sim, tmp_path):
+    """No clone (the URL is unreachable), a wheel uploaded into /content: the cell installs the
+    wheel and says so; without the wheel it stops (test_failed_clone_stops_loudly)."""
+    content = tmp_path / "content"
+    content.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "--wheel-dir", str(content), str(sim["src"])],
+                   check=True, capture_output=True)
+    wheel = next(content.glob("mixquant_lite-*.whl"))
+    bad = dict(sim, content=content)
+    setup, _ = cells("01_roundoff_error")
+    try:
+        outs, nb = run_cells(bad, ["import google.colab", colab_cell(setup, bad,
+                                                                      url=tmp_path / "nope"),
+                                   CHECK])
+        text = "\n".join(outs)
+        assert f"installed from the uploaded wheel {wheel.name}" in text, text
+        assert "clone of" in text and "failed: Set-up failed: git clone" in text
+        pkg = next(ln for ln in text.splitlines() if ln.startswith("PKG "))
+        assert "site-packages" in pkg and "mixquant-lite/" not in pkg  # the wheel, not a clone
+        assert f"TORCH {sim['torch_file']}" in text
+    finally:  # the other tests expect a runtime without the package installed
+        subprocess.run([str(sim["vpy"]), "-m", "pip", "uninstall", "-q", "-y", "mixquant-lite"],
+                       capture_output=True)
