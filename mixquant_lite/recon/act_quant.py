@@ -1,8 +1,14 @@
 """Activation quantizer with a learned step size (asymmetric, per tensor).
 
-``x_hat = fake_quantize_affine(x, s, z, b)`` (:mod:`mixquant_lite.quant`): while the step ``s`` is
-learned (BRECQ: Adam, lr 4e-4, cosine-annealed) ``round`` is straight-through, so
-``d x_hat / d s`` is LSQ's; in inference it is PyTorch's fused kernel, with the same values.
+``x_hat = (clamp(round(x / s) + z, 0, 2^b - 1) - z) * s``, computed by PyTorch's fused kernels
+with the same values in both modes. While the step ``s`` is learned (BRECQ: Adam, lr 4e-4,
+cosine-annealed) it is ``torch._fake_quantize_learnable_per_tensor_affine`` (one pass forward,
+one backward): ``d x_hat / d x`` is straight-through inside the grid (codes ``0 .. 2^b - 1``
+inclusive, zero outside) and ``d x_hat / d s`` is LSQ's, ``round(x/s) - x/s`` inside and
+``-z`` or ``2^b - 1 - z`` outside. (Earlier versions spelled the same formula with a
+straight-through ``round`` in plain ops; its float32 rounding put some values whose code is
+exactly ``0`` or ``2^b - 1`` outside the grid in the backward pass; the fused kernel does not.)
+In inference (no gradient for ``s``) it is :func:`mixquant_lite.quant.fake_quantize_affine`.
 The zero point ``z`` is fixed at initialisation.
 
 Initialisation happens on the first tensor the quantizer sees (the calling code passes a batch of
@@ -57,6 +63,11 @@ class ActQuantizer(nn.Module):
         if not bool(self.initialized):
             self.init_from(x)
         s = self.delta.abs().clamp(min=_MIN_SCALE)  # a step driven through zero must not flip
+        if self.delta.requires_grad and torch.is_grad_enabled():
+            out = torch._fake_quantize_learnable_per_tensor_affine(
+                x.float(), s.reshape(1), self.zero_point.reshape(1), 0, self.qmax, 1.0
+            )
+            return out.to(x.dtype)
         return fake_quantize_affine(x, s, self.zero_point, self.bits)
 
     def extra_repr(self) -> str:
