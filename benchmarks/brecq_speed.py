@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _provenance import commit  # noqa: E402
 
-from mixquant_lite.recon import brecq  # noqa: E402
+from mixquant_lite.recon import block_recon, brecq  # noqa: E402
 from mixquant_lite.recon.block_recon import _rec_loss, capture, find_units  # noqa: E402
 from mixquant_lite.recon.folding import fold_bn  # noqa: E402
 
@@ -86,9 +86,9 @@ def _parse_setting(s: str) -> tuple[int, int | None]:
 
 
 def floor_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int,
-                  batch: int = 32) -> dict[str, tuple[float, float]]:
+                  batch: int = 32) -> dict[str, tuple[float, float, float, float]]:
     """Seconds of one plain forward + backward pass of every unit (the floor of a BRECQ step):
-    ``{unit: (weights only, weights and input)}``.
+    ``{unit: (wall, cpu of weights only, wall, cpu of weights and input)}``.
 
     Each unit of the BN-folded float model runs on ``batch`` of its own captured inputs against
     its float output with BRECQ's loss; the gradients of its weights (and, in the second figure,
@@ -98,7 +98,7 @@ def floor_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int,
     folded = fold_bn(model)
     modules = dict(folded.named_modules())
     dev = x.device
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, tuple[float, float, float, float]] = {}
     for u in find_units(folded):
         m = modules[u.name]
         inp = capture(folded, m, x[:batch], output=False)
@@ -107,7 +107,7 @@ def floor_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int,
         params = list(m.parameters())
         for p in params:
             p.requires_grad_(True)
-        times = []
+        times: list[tuple[float, float]] = []
         for with_dx in (False, True):
             xin = inp.clone().requires_grad_(with_dx)
             wrt = [*params, xin] if with_dx else params
@@ -119,60 +119,97 @@ def floor_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int,
                 step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            times.append((time.perf_counter() - t0) / steps)
-        out[u.name] = (times[0], times[1])
+            times.append(((time.perf_counter() - t0) / steps,
+                          (time.process_time() - c0) / steps))
+        out[u.name] = (*times[0], *times[1])
     return out
 
 
+class _LoopClock:
+    """Wraps ``block_recon._optimise`` to record, per unit, the loop's wall and CPU seconds per
+    step (CPU time of the process: robust against other processes on the cores with one
+    thread; with several it also counts the threads' spinning)."""
+
+    def __init__(self) -> None:
+        self.per_step: dict[str, tuple[float, float]] = {}
+        self._orig = block_recon._optimise
+
+    def __enter__(self) -> _LoopClock:
+        def wrapped(unit_module, quantizers, acts, inputs, targets, config, n, gen, desc):
+            t0, c0 = time.perf_counter(), time.process_time()
+            self._orig(unit_module, quantizers, acts, inputs, targets, config, n, gen, desc)
+            self.per_step[desc.removeprefix("BRECQ ")] = (
+                (time.perf_counter() - t0) / n, (time.process_time() - c0) / n)
+
+        block_recon._optimise = wrapped
+        return self
+
+    def __exit__(self, *exc) -> None:
+        block_recon._optimise = self._orig
+
+
 def measure(model_name: str, args, settings: list[str]) -> dict:
-    """All settings of one model at the current thread count: per unit it/s, floors, ratios."""
+    """All settings of one model at the current thread count: per unit step and floor times
+    (wall and CPU, best of the repeats) and their ratios."""
     model, x, source = _model_and_data(model_name, args.n_calib, args.device)
     # Warm-up (thread pool, kernel selection, CUDA context): not timed.
     brecq(model, x, 4, act_bits=4, iters=5, n_calib=args.n_calib, progress=False)
-    runs, speeds, floor = {}, {}, {}
+    inf = float("inf")
+    step: dict[str, dict[str, list[float]]] = {k: {} for k in settings}
+    walls: dict[str, float] = {}
+    floor: dict[str, list[float]] = {}
+    rep = None
     for _ in range(args.repeats):
         for key in settings:  # interleaved: a burst of load hits every setting alike
             wbits, act = _parse_setting(key)
             t0 = time.perf_counter()
-            _, rep = brecq(model, x, wbits, act_bits=act, iters=args.iters,
-                           n_calib=args.n_calib, progress=False)
-            wall = time.perf_counter() - t0
+            with _LoopClock() as clock:
+                _, rep = brecq(model, x, wbits, act_bits=act, iters=args.iters,
+                               n_calib=args.n_calib, progress=False)
+            walls[key] = min(walls.get(key, inf), time.perf_counter() - t0)
             # Best of the repeats per unit: other processes on the cores only ever slow it down.
-            speeds[key] = [max(a, u.it_per_s if u.it_per_s == u.it_per_s else 0.0) for a, u in
-                           zip(speeds.get(key, [0.0] * len(rep.units)), rep.units, strict=True)]
-            runs[key] = (rep, min(wall, runs[key][1]) if key in runs else wall)
-        for name, (sec, sec_dx) in floor_seconds(model, x, args.iters).items():
-            old = floor.get(name, (float("inf"), float("inf")))
-            floor[name] = (min(sec, old[0]), min(sec_dx, old[1]))
-    first_rep = next(iter(runs.values()))[0]
+            for name, (w, c) in clock.per_step.items():
+                old = step[key].get(name, [inf, inf])
+                step[key][name] = [min(w, old[0]), min(c, old[1])]
+        for name, secs in floor_seconds(model, x, args.iters).items():
+            floor[name] = [min(a, b) for a, b in zip(secs, floor.get(name, [inf] * 4),
+                                                     strict=True)]
+    assert rep is not None
     units = []
-    for i, u in enumerate(first_rep.units):
-        row = {"unit": u.name, "kind": u.kind,
-               "weights": sum(first_rep.numel[n] for n in u.layers),
-               "floor_ms": round(floor[u.name][0] * 1e3, 3),
-               "floor_dx_ms": round(floor[u.name][1] * 1e3, 3)}
+    for u in rep.units:
+        f = floor[u.name]
+        row = {"unit": u.name, "kind": u.kind, "weights": sum(rep.numel[n] for n in u.layers),
+               "floor_ms": round(f[0] * 1e3, 3), "floor_cpu_ms": round(f[1] * 1e3, 3),
+               "floor_dx_ms": round(f[2] * 1e3, 3), "floor_dx_cpu_ms": round(f[3] * 1e3, 3)}
         for key in settings:
-            v = speeds[key][i]  # 0: a unit that is not optimised (the stem stays at nearest)
-            row[f"it_per_s_{key}"] = round(v, 2)
-            row[f"step_over_floor_{key}"] = round(1.0 / v / floor[u.name][0], 2) if v else None
+            w, c = step[key].get(u.name, (None, None))  # None: not optimised (the stem)
+            row[f"it_per_s_{key}"] = round(1.0 / w, 2) if w else 0.0
+            row[f"step_over_floor_{key}"] = round(w / f[0], 2) if w else None
+            row[f"step_over_floor_cpu_{key}"] = round(c / f[1], 2) if c else None
         units.append(row)
     totals = {}
-    for key, (_, wall) in runs.items():
-        recipe = sum(RECIPE_ITERS / v for v in speeds[key] if v > 0)
-        totals[key] = {"wall_s": round(wall, 1), "recipe_estimate_s": round(recipe, 0),
-                       "recipe_estimate_h": round(recipe / 3600, 2)}
-    worst = {}
     for key in settings:
-        blocks = [r[f"step_over_floor_{key}"] for r in units
-                  if r["kind"] == "block" and r[f"step_over_floor_{key}"] is not None]
-        worst[key] = max(blocks) if blocks else None
+        recipe = sum(RECIPE_ITERS * w for w, _ in step[key].values())
+        totals[key] = {"wall_s": round(walls[key], 1), "recipe_estimate_s": round(recipe, 0),
+                       "recipe_estimate_h": round(recipe / 3600, 2)}
+    worst: dict[str, dict[str, float | None]] = {}
+    for key in settings:
+        worst[key] = {}
+        for col in ("step_over_floor", "step_over_floor_cpu"):
+            vals = [r[f"{col}_{key}"] for r in units
+                    if r["kind"] == "block" and r[f"{col}_{key}"] is not None]
+            worst[key][col] = max(vals) if vals else None
     return {"model": model_name, "weights": source, "torch_threads": torch.get_num_threads(),
             "units": units, "totals": totals, "worst_block_step_over_floor": worst}
+
+
+def _cell(v: float | None, target: float) -> str:
+    return "--" if v is None else f"{v:.2f}" + ("" if v <= target else " (over)")
 
 
 def _markdown(result: dict, settings: list[str]) -> list[str]:
@@ -185,13 +222,14 @@ def _markdown(result: dict, settings: list[str]) -> list[str]:
         f"{result['settings']['n_calib']} calibration samples, first/last layer 8 bits; best of "
         f"{result['settings']['repeats']} runs per unit (wall s: the fastest whole run).",
         "",
-        "Floor: one plain forward + backward pass of the float unit, batch 32, same process; "
-        "step / floor = (1 / it/s) / floor. floor+dx also takes the gradient of the unit's "
-        "input (what learning the input quantizer's step needs). Target: step / floor <= "
+        "Floor: one plain forward + backward pass of the float unit, batch 32, same process. "
+        "step / floor in CPU time of the process (robust against other processes with one "
+        "thread) and in wall time. floor+dx also takes the gradient of the unit's input (what "
+        "learning the input quantizer's step needs). Target: step / floor <= "
         f"{TARGET['act']} for every block with activation quantization, <= {TARGET['no_act']} "
         "without.",
         "",
-        "## Worst block (step / floor)",
+        "## Worst block, step / floor (CPU time; wall time in brackets)",
         "",
         "| model | threads | " + " | ".join(settings) + " |",
         "|---|---:|" + "---:|" * len(settings),
@@ -199,24 +237,29 @@ def _markdown(result: dict, settings: list[str]) -> list[str]:
     for run in result["runs"]:
         cells = []
         for k in settings:
-            v = run["worst_block_step_over_floor"][k]
-            ok = v is not None and v <= TARGET["no_act" if k.endswith("A32") else "act"]
-            cells.append("--" if v is None else f"{v:.2f}" + ("" if ok else " (over)"))
+            w = run["worst_block_step_over_floor"][k]
+            tgt = TARGET["no_act" if k.endswith("A32") else "act"]
+            wall = w["step_over_floor"]
+            cells.append(_cell(w["step_over_floor_cpu"], tgt)
+                         + ("" if wall is None else f" ({wall:.2f})"))
         lines.append(f"| {run['model']} | {run['torch_threads']} | " + " | ".join(cells) + " |")
     for run in result["runs"]:
         lines += ["", f"## {run['model']}, {run['torch_threads']} thread(s), weights: "
                   f"{run['weights']}", "",
                   "| unit | kind | weights | floor ms | floor+dx ms | "
                   + " | ".join(f"it/s {k}" for k in settings) + " | "
-                  + " | ".join(f"step/floor {k}" for k in settings) + " |",
+                  + " | ".join(f"step/floor {k} cpu (wall)" for k in settings) + " |",
                   "|---|---|---:|---:|---:|" + "---:|" * (2 * len(settings))]
         for r in run["units"]:
+            ratios = []
+            for k in settings:
+                c, w = r[f"step_over_floor_cpu_{k}"], r[f"step_over_floor_{k}"]
+                ratios.append("--" if c is None else f"{c:.2f} ({w:.2f})")
             lines.append(
                 f"| {r['unit']} | {r['kind']} | {r['weights']:,} | {r['floor_ms']:.2f} | "
                 f"{r['floor_dx_ms']:.2f} | "
                 + " | ".join(f"{r[f'it_per_s_{k}']:.1f}" for k in settings) + " | "
-                + " | ".join("--" if r[f"step_over_floor_{k}"] is None
-                             else f"{r[f'step_over_floor_{k}']:.2f}" for k in settings) + " |")
+                + " | ".join(ratios) + " |")
         lines += ["", "| setting | wall s (this run) | recipe estimate (20,000 steps/unit) |",
                   "|---|---:|---:|"]
         for k, t in run["totals"].items():
