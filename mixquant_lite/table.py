@@ -36,6 +36,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -163,7 +164,7 @@ def qe_table(
     *,
     per_channel: bool = False,
     compiled: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> QETable:
     """The QE table of ``model``'s ``Conv2d``/``Linear`` weights (``docs/method.md``, "QE").
 
@@ -177,10 +178,11 @@ def qe_table(
             a C++ compiler on CPU or triton on GPU; the first call compiles for seconds). If
             compiling fails, a warning is issued and the eager path is used. The values agree
             with the eager path to ~1e-7 relative.
-        workers: CPU layers are measured in this many Python threads (big layers first). Never
-            changes torch's thread settings: a pool pays off when the caller runs torch ops
-            single-threaded (``torch.set_num_threads(1)``, or ``OMP_NUM_THREADS=1``), where each
-            op would otherwise end in an OpenMP barrier that stalls on a busy machine.
+        workers: Python threads measuring CPU layers (big first); ``None``: the caller's
+            ``torch.get_num_threads()``. Without numba the eager path's torch ops run on one
+            thread for the call, restored after (:func:`._qe_kernels.one_torch_thread`: small
+            multi-threaded ops stall in OpenMP barriers on a busy machine), so this pool is its
+            parallelism; numba's kernel has its own pool of that size.
 
     Raises:
         ValueError: no ``Conv2d``/``Linear`` layer, bad ``bits``, or a layer's weights contain
@@ -190,8 +192,9 @@ def qe_table(
     named = quantizable_layers(model)
     if not named:
         raise ValueError(f"model {type(model).__name__} has no Conv2d/Linear layers to quantize")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be None or an int >= 1, got {workers!r}")
     return _table_from_weights(
         [(n, weight_of(m)) for n, m in named], cand, per_channel, compiled, workers
     )
@@ -202,12 +205,13 @@ def _table_from_weights(
     bits: tuple[int, ...],
     per_channel: bool,
     compiled: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> QETable:
     for name, w in named:
         if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.numel() == 0:
             raise ValueError(f"layer {name!r}: weight must be a non-empty float tensor")
     fused = _compiled_kernel() if compiled else None
+    workers = torch.get_num_threads() if workers is None else workers
     pooled = (fused is None and workers > 1 and len(named) > 1
               and all(w.device.type == "cpu" for _, w in named))
     local = threading.local()
@@ -221,7 +225,9 @@ def _table_from_weights(
     # CPU weights, numba installed: one fused compiled pass per layer (see _qe_kernels); it uses
     # as many threads as torch does (read, never set).
     fast = None if compiled else _qe_kernels.table_sse(named, bits, per_channel)
-    with torch.no_grad():
+    one = pooled or (fused is None and all(w.device.type == "cpu" for _, w in named))
+    with torch.no_grad(), (_qe_kernels.one_torch_thread() if one and fast is None
+                           else nullcontext()):
         if fast is not None:
             sse = fast
         elif pooled:
