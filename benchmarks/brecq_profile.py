@@ -12,7 +12,9 @@ final MSE are outside it), and groups the self CPU time of the ATen ops into:
 - ``python + dispatch``: the loop's wall time minus the ops' self time (interpreter, autograd
   engine bookkeeping, profiler overhead; an upper bound).
 
-Also prints the ten most expensive ops per model and setting. Results (with the thread count
+Also prints the ten most expensive ops per model and setting, and times forward + backward of
+the learned-step activation fake-quant spelled three ways (:func:`fake_quant_micro`). Results
+(with the thread count
 and commit) go to ``benchmarks/results/brecq_profile.json``; the findings are written up by hand
 in ``brecq_profile.md``.
 """
@@ -84,6 +86,51 @@ def profile_run(model_name: str, setting: str, iters: int, n_calib: int) -> dict
             "top_ops_ms_per_step_all_units": [(k, round(v, 3)) for k, v in top10]}
 
 
+def fake_quant_micro(repeats: int = 30) -> dict[str, float]:
+    """CPU ms (one thread) of forward + backward of three spellings of the learned-step
+    activation fake-quant on a ``(32, 16, 28, 28)`` post-ReLU tensor (ResNet-20's first
+    blocks), and of a 3x3 16->16 convolution on it, for scale."""
+    from mixquant_lite.recon.act_quant import LearnedStepFakeQuant
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(32, 16, 28, 28, generator=gen).relu() * 2).requires_grad_(True)
+    g = torch.randn(x.shape, generator=gen)
+    w = torch.randn(16, 16, 3, 3, generator=gen, requires_grad=True)
+    delta = torch.tensor(0.1, requires_grad=True)
+    z = torch.tensor(0.0)
+
+    def ste():  # before: straight-through round in plain ops
+        s = delta.abs()
+        t = x * (1.0 / s)
+        t = t + (torch.round(t) - t).detach()
+        return (torch.clamp(t + z, 0, 15) - z) * s
+
+    def fused():  # PyTorch's fused learnable kernel
+        return torch._fake_quantize_learnable_per_tensor_affine(
+            x, delta.abs().reshape(1), z.reshape(1), 0, 15, 1.0)
+
+    def ours():
+        return LearnedStepFakeQuant.apply(x, delta.abs(), z, 15)
+
+    def conv():
+        return torch.nn.functional.conv2d(x, w, padding=1)
+
+    out = {}
+    for name, f in (("straight-through round (before)", ste), ("torch fused learnable", fused),
+                    ("LearnedStepFakeQuant (after)", ours), ("conv 3x3 16->16", conv)):
+        wrt = [x, w] if name.startswith("conv") else [x, delta]
+        for _ in range(3):
+            torch.autograd.grad(f(), wrt, g)
+        c0 = time.process_time()
+        for _ in range(repeats):
+            torch.autograd.grad(f(), wrt, g)
+        out[name] = round((time.process_time() - c0) / repeats * 1e3, 3)
+    torch.set_num_threads(threads)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", default="resnet20,mobilenetv2")
@@ -93,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-calib", type=int, default=128)
     ap.add_argument("--out", default="brecq_profile")
     args = ap.parse_args(argv)
+    micro = fake_quant_micro()
+    print(json.dumps(micro), flush=True)
     runs = []
     for t in (int(v) for v in args.threads.split(",")):
         torch.set_num_threads(t)
@@ -103,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     out = {"benchmark": "brecq_profile", "commit": commit(), "torch": torch.__version__,
-           "iters": args.iters, "n_calib": args.n_calib, "runs": runs,
+           "iters": args.iters, "n_calib": args.n_calib,
+           "fake_quant_fwd_bwd_cpu_ms": micro, "runs": runs,
            "command": "python benchmarks/brecq_profile.py " + " ".join(argv or sys.argv[1:])}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=2) + "\n")

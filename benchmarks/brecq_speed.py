@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
         _parse_setting(s)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     default_threads = torch.get_num_threads()
-    runs = []
+    runs: list[dict] = []
     for t in (int(v) for v in args.threads.split(",")):
         torch.set_num_threads(t or default_threads)
         for name in args.models.split(","):
@@ -295,7 +295,16 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({k: runs[-1][k] for k in ("model", "torch_threads",
                                                        "worst_block_step_over_floor")}),
                   flush=True)
+            torch.set_num_threads(default_threads)
+            _write(args, settings, runs, load_before, default_threads)  # after every run
+            torch.set_num_threads(t or default_threads)
     torch.set_num_threads(default_threads)
+    return _write(args, settings, runs, load_before, default_threads, echo=True)
+
+
+def _write(args, settings: list[str], runs: list[dict], load_before: float,
+           default_threads: int, echo: bool = False) -> dict:
+    """Write ``<out>.json`` / ``.md`` with the runs measured so far."""
     device = args.device
     device_name = (torch.cuda.get_device_name(torch.device(device))
                    if device.startswith("cuda") else _cpu_name())
@@ -309,13 +318,14 @@ def main(argv: list[str] | None = None) -> dict:
                      "repeats": args.repeats},
         "target_step_over_floor": TARGET,
         "runs": runs,
-        "command": "python benchmarks/brecq_speed.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python benchmarks/brecq_speed.py " + " ".join(sys.argv[1:]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = _markdown(result, settings)
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    if echo:
+        print("\n".join(lines))
     return result
 
 
