@@ -16,6 +16,10 @@ Measured:
 - extra peak memory of the table (and of the naive reference) in a fresh child process,
   against the size of the largest layer.
 
+``--default-experience`` measures only what a new user gets (torch's default threads, with and
+without numba, idle and beside a competing busy process, next to the tuned one-thread figure):
+``search_speed_default.{json,md}``.
+
 Options: ``--quick`` (ResNet-18/34 only, fewer repeats: a smoke test), ``--device cuda``
 (time on a GPU; writes ``search_speed_cuda.{json,md}``), ``--no-compile``, ``--threads N``,
 ``--out DIR``.
@@ -192,14 +196,80 @@ def extra_peak_mib(call: str) -> float | None:
         return None
 
 
+def default_experience(model_name: str, calls: int, out: Path) -> dict:
+    """The QE table as a new user gets it: torch's default threads, with and without numba
+    (``MIXQUANT_NO_NUMBA=1`` forces the eager path), on the machine as it is ("idle") and with a
+    competing process spinning on one core ("busy"); beside the tuned setting (one torch thread,
+    numba). Wall and CPU seconds of ``calls`` consecutive calls each (after one warm-up call),
+    measured in this one process. Writes ``search_speed_default.{json,md}``."""
+    model = build(model_name, "cpu")
+    default_threads = torch.get_num_threads()
+    rows = []
+
+    def run(label: str, threads: int, numba: bool, busy: bool) -> None:
+        torch.set_num_threads(threads)
+        fn = (lambda: qe_table(model)) if numba else (lambda: eager_table(model))
+        spin = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None)
+        try:
+            fn()  # warm-up (numba compiles or loads its cache)
+            walls, cpus = [], []
+            for _ in range(calls):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                walls.append(round(time.perf_counter() - t0, 3))
+                cpus.append(round(time.process_time() - c0, 3))
+        finally:
+            if spin is not None:
+                spin.kill()
+                spin.wait()
+        rows.append({"setting": label, "torch_threads": threads, "numba": numba and
+                     _qe_kernels.available(), "competing_process": busy,
+                     "wall_s": walls, "cpu_s": cpus,
+                     "load_average_1min": round(os.getloadavg()[0], 2)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    for busy in (False, True):
+        for numba in (True, False):
+            run("default" + (", busy" if busy else ""), default_threads, numba, busy)
+        run("tuned (1 thread)" + (", busy" if busy else ""), 1, True, busy)
+    torch.set_num_threads(default_threads)
+    res = {"benchmark": "search_speed default experience", "model": model_name,
+           "numba": _numba_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+           "default_threads": default_threads, "calls": calls, "rows": rows,
+           "command": "python benchmarks/search_speed.py --default-experience"}
+    lines = [f"# QE table of {model_name}: the default experience", "",
+             f"`{res['command']}` -- torch {res['torch']}, numba {res['numba']}, "
+             f"{res['cpu_count']} cores, torch's default threads {default_threads}. Each cell: "
+             f"{calls} consecutive calls after a warm-up call, wall seconds (CPU seconds of this "
+             "process). busy: another process spins on one core meanwhile. Without numba: "
+             "`MIXQUANT_NO_NUMBA=1`, the eager torch path a `pip install` without the `fast` "
+             "extra gets.", "",
+             "| setting | threads | numba | wall s | CPU s | load avg (1 min) |",
+             "|---|---:|---|---|---|---:|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['torch_threads']} | {'yes' if r['numba'] else 'no'}"
+                     f" | {' / '.join(map(str, r['wall_s']))} | "
+                     f"{' / '.join(map(str, r['cpu_s']))} | {r['load_average_1min']} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_speed_default.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / "search_speed_default.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--default-experience", action="store_true",
+                    help="only the default-settings table (threads, numba, busy machine)")
     ap.add_argument("--quick", action="store_true", help="small models, few repeats")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled=True timings")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     args = ap.parse_args(argv)
+    if args.default_experience:
+        default_experience("resnet34" if args.quick else "resnet152", 3, args.out)
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device

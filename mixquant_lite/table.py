@@ -5,25 +5,13 @@ Definitions: ``docs/method.md`` ("QE" and "The QE table"). The table holds
 (:mod:`mixquant_lite.layers`: ``Conv2d`` and ``Linear``; biases stay f32), named by module path,
 in module order.
 
-How it is computed fast, with the same numbers as :func:`mixquant_lite.quant.qe` (this is a
-fused, all-bit-widths-at-once form of :func:`~mixquant_lite.quant.fake_quantize_affine`, tested
-equal to it):
-
-- min and max of a layer, taken once (one pass), give the grid of every bit-width;
-- the weights are walked in chunks of ``_CHUNK`` elements that stay in the CPU cache, and each
-  chunk is quantized at all bit-widths at once (a ``(n_bits, chunk)`` buffer, broadcasting one
-  step per bit-width and channel), so the weights are read from memory once;
-- ``W_hat`` is formed exactly as the fused kernel forms it (multiply by ``1/s`` in float32,
-  round half to even, clamp -- skipped when the layer's min and max show it cannot bite --
-  then ``q * s``), so ``W - W_hat`` is bit-for-bit the kernel's;
-- squares are summed in float32 over blocks of ``_BLOCK`` consecutive elements by PyTorch's
-  fused norm kernel and the block sums are accumulated in float64 (measured relative deviation
-  from :func:`~mixquant_lite.quant.qe` <= 2e-7); where float32 squares could overflow or
-  underflow, the layer is summed in float64 throughout.
-
-``qe_table(..., compiled=True)``: the same arithmetic as one ``torch.compile``-d kernel per
-layer (no intermediate buffers). Extra memory: one ``(n_bits, _CHUNK)`` float32 buffer and
-per-chunk block sums, never a full-size copy of a layer; the same code runs on CUDA.
+Fast and exact: the same numbers as :func:`mixquant_lite.quant.qe` (tested equal). Each layer's
+min/max is read once and gives every bit-width's grid; the weights are walked in cache-sized
+chunks of ``_CHUNK``, each quantized at all bit-widths at once exactly as the fused kernel does
+(``W - W_hat`` bit-for-bit the kernel's); squares are summed in float32 blocks of ``_BLOCK`` and
+accumulated in float64 (float64 throughout where float32 could under/overflow). Extra memory:
+one ``(n_bits, _CHUNK)`` buffer. ``compiled=True``: one ``torch.compile``-d kernel per layer;
+with numba installed, the fused kernel of :mod:`._qe_kernels`; the same code runs on CUDA.
 """
 from __future__ import annotations
 
@@ -34,6 +22,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -164,7 +153,7 @@ def qe_table(
     *,
     per_channel: bool = False,
     compiled: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
     group_size: int | None = None,
 ) -> QETable:
     """The QE table of ``model``'s ``Conv2d``/``Linear`` weights (``docs/method.md``, "QE").
@@ -174,15 +163,12 @@ def qe_table(
             fp16/bf16 are measured in float32).
         bits: candidate bit-widths (ints in ``1..16``, no duplicates; stored ascending).
         per_channel: one grid per output channel (axis 0) instead of one per tensor.
-        compiled: opt-in: run the quantize-and-square step as one ``torch.compile``-d kernel
-            (reads each weight once for all bit-widths; needs a working inductor backend, i.e.
-            a C++ compiler on CPU or triton on GPU; the first call compiles for seconds). If
-            compiling fails, a warning is issued and the eager path is used. The values agree
-            with the eager path to ~1e-7 relative.
-        workers: CPU layers are measured in this many Python threads (big layers first). Never
-            changes torch's thread settings: a pool pays off when the caller runs torch ops
-            single-threaded (``torch.set_num_threads(1)``, or ``OMP_NUM_THREADS=1``), where each
-            op would otherwise end in an OpenMP barrier that stalls on a busy machine.
+        compiled: opt-in ``torch.compile``-d kernel (needs inductor: a C++ compiler on CPU,
+            triton on GPU); on failure a warning and the eager path (values agree to ~1e-7).
+        workers: Python threads over CPU layers (big first); ``None``: the caller's
+            ``torch.get_num_threads()``. The eager path's torch ops run on one thread for the
+            call, restored after (:func:`._qe_kernels.one_torch_thread`: multi-threaded small
+            ops stall in OpenMP barriers on a busy machine); numba has a pool of that size.
         group_size: ``32``, ``64`` or ``128``: per-group grids along each layer's input
             dimension (:mod:`.groups`), measured as per-channel QE of the group-rows view.
 
@@ -194,8 +180,9 @@ def qe_table(
     named = quantizable_layers(model)
     if not named:
         raise ValueError(f"model {type(model).__name__} has no Conv2d/Linear layers to quantize")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers must be None or an int >= 1, got {workers!r}")
     weights = [(n, weight_of(m)) for n, m in named]
     if group_size is not None:  # per group = per channel of the (C * K / g, g) view
         weights = [(n, group_rows(w.detach(), group_size, f"layer {n!r}")) for n, w in weights]
@@ -208,12 +195,13 @@ def _table_from_weights(
     bits: tuple[int, ...],
     per_channel: bool,
     compiled: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> QETable:
     for name, w in named:
         if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.numel() == 0:
             raise ValueError(f"layer {name!r}: weight must be a non-empty float tensor")
     fused = _compiled_kernel() if compiled else None
+    workers = torch.get_num_threads() if workers is None else workers
     pooled = (fused is None and workers > 1 and len(named) > 1
               and all(w.device.type == "cpu" for _, w in named))
     local = threading.local()
@@ -227,7 +215,9 @@ def _table_from_weights(
     # CPU weights, numba installed: one fused compiled pass per layer (see _qe_kernels); it uses
     # as many threads as torch does (read, never set).
     fast = None if compiled else _qe_kernels.table_sse(named, bits, per_channel)
-    with torch.no_grad():
+    one = pooled or (fused is None and all(w.device.type == "cpu" for _, w in named))
+    with torch.no_grad(), (_qe_kernels.one_torch_thread() if one and fast is None
+                           else nullcontext()):
         if fast is not None:
             sse = fast
         elif pooled:

@@ -1,9 +1,18 @@
 """Activation quantizer with a learned step size (asymmetric, per tensor).
 
-``x_hat = fake_quantize_affine(x, s, z, b)`` (:mod:`mixquant_lite.quant`): while the step ``s`` is
-learned (BRECQ: Adam, lr 4e-4, cosine-annealed) ``round`` is straight-through, so
-``d x_hat / d s`` is LSQ's; in inference it is PyTorch's fused kernel, with the same values.
-The zero point ``z`` is fixed at initialisation.
+``x_hat = (clamp(round(x * (1/s)) + z, 0, 2^b - 1) - z) * s`` (float32, round half to even),
+the values of PyTorch's fused kernel in both modes. In inference (no gradient for ``s``) it is
+that kernel (:func:`mixquant_lite.quant.fake_quantize_affine`). While the step ``s`` is learned
+(BRECQ: Adam, lr 4e-4, cosine-annealed) it is :class:`LearnedStepFakeQuant`:
+``d x_hat / d x`` is straight-through inside the grid (codes ``0 .. 2^b - 1`` inclusive, zero
+outside) and ``d x_hat / d s`` is LSQ's, ``round(x/s) - x/s`` inside and ``-z`` or
+``2^b - 1 - z`` outside -- the gradients of ``torch._fake_quantize_learnable_per_tensor_affine``,
+in five vectorised passes forward and three backward (that fused kernel is scalar code and, on
+CPU, slower than this; measured in ``benchmarks/results/brecq_profile.md``). (Earlier versions
+spelled the formula with a straight-through ``round`` in plain ops, ten passes forward and
+backward each; their float32 rounding put some values whose code is exactly ``0`` or
+``2^b - 1`` outside the grid in the backward pass.) The zero point ``z`` is fixed at
+initialisation.
 
 Initialisation happens on the first tensor the quantizer sees (the calling code passes a batch of
 calibration activations first): :func:`mixquant_lite.quant.choose_qparams` with
@@ -16,12 +25,49 @@ from torch import nn
 
 from ..quant import MIN_SCALE, check_bits, choose_qparams, fake_quantize_affine
 
-__all__ = ["ActQuantizer", "round_ste", "quantize_input_hook"]
+__all__ = ["ActQuantizer", "LearnedStepFakeQuant", "round_ste", "quantize_input_hook"]
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """``round(x)`` in the forward pass, identity in the backward pass."""
     return x + (torch.round(x) - x).detach()
+
+
+class LearnedStepFakeQuant(torch.autograd.Function):
+    """``x_hat`` with LSQ's gradient for the step (see the module docstring).
+
+    ``apply(x, s, z, qmax)``: ``x`` float32 (any shape), ``s`` a positive float32 scalar tensor
+    (the step, may require grad), ``z`` the integer-valued zero point (float scalar tensor),
+    ``qmax = 2^b - 1``. Returns ``x_hat``, same shape as ``x``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, s, z, qmax):
+        inv_t = 1.0 / s  # float32, as the fused kernels form it
+        # Python scalars on the CPU: broadcasting a 0-dim tensor there is several times slower.
+        cpu = x.device.type == "cpu"
+        inv = float(inv_t) if cpu else inv_t
+        step = float(s) if cpu else s
+        lo, hi = (-float(z), qmax - float(z)) if cpu else (-z, qmax - z)
+        r = torch.mul(x, inv).round_()  # half to even
+        q = torch.clamp(r, lo, hi)  # code - z: exactly clamp(r + z, 0, qmax) - z
+        inside = torch.eq(q, r, out=r)  # float 1/0: code inside 0 .. qmax (inclusive); a
+        # float output is written vectorised, a bool one is several times slower
+        out = q.mul_(step)
+        ctx.save_for_backward(x, inv_t, inside, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, inv, inside, out = ctx.saved_tensors
+        grad = grad.contiguous()
+        dx = grad * inside
+        # sum(g * (q - [inside] * x/s)) = (g . x_hat - dx . x) / s: two dot products, no temporary
+        ds = None
+        if ctx.needs_input_grad[1]:
+            ds = (torch.dot(grad.reshape(-1), out.reshape(-1))
+                  - torch.dot(dx.reshape(-1), x.reshape(-1))) * inv
+        return (dx if ctx.needs_input_grad[0] else None), ds, None, None
 
 
 class ActQuantizer(nn.Module):
@@ -57,6 +103,9 @@ class ActQuantizer(nn.Module):
         if not bool(self.initialized):
             self.init_from(x)
         s = self.delta.abs().clamp(min=MIN_SCALE)  # a step driven through zero must not flip
+        if self.delta.requires_grad and torch.is_grad_enabled():
+            out = LearnedStepFakeQuant.apply(x.float(), s, self.zero_point, self.qmax)
+            return out.to(x.dtype)
         return fake_quantize_affine(x, s, self.zero_point, self.bits)
 
     def extra_repr(self) -> str:

@@ -55,6 +55,8 @@ class AdaRoundQuantizer(nn.Module):
     zero_point: torch.Tensor
     w_floor: torch.Tensor
     nearest_up: torch.Tensor
+    _scale_b: torch.Tensor
+    _zp_b: torch.Tensor
 
     def __init__(
         self,
@@ -84,6 +86,10 @@ class AdaRoundQuantizer(nn.Module):
         self.alpha = nn.Parameter(-torch.log((ZETA - GAMMA) / (rest - GAMMA) - 1))
         self.soft = True
         self.out_dtype = weight.dtype
+        # The grid broadcast against the weight once, for the per-step soft weight (float32).
+        shape = (-1, *[1] * (w.dim() - 1)) if per_channel else ()
+        self.register_buffer("_scale_b", scale.float().reshape(shape), persistent=False)
+        self.register_buffer("_zp_b", zp.float().reshape(shape), persistent=False)
 
     def h(self) -> torch.Tensor:
         """Soft rounding in ``[0, 1]`` (rectified sigmoid), same shape as the weight."""
@@ -102,6 +108,14 @@ class AdaRoundQuantizer(nn.Module):
         """Dequantized weight: soft while learning, on the ``b``-bit grid after :meth:`harden`."""
         return self._dequant(self.h() if self.soft else (self.alpha >= 0).float())
 
+    def soft_weight(self, h: torch.Tensor) -> torch.Tensor:
+        """The soft weight for a given ``h = self.h()`` (the BRECQ loop computes ``h`` once per
+        step for this and :meth:`rounding_reg`); equal to ``forward()`` in soft mode, bit for bit,
+        with fewer small-tensor ops."""
+        codes = torch.clamp(self.w_floor + h + self._zp_b, 0, self.qmax)
+        out = (codes - self._zp_b) * self._scale_b
+        return out if self.out_dtype == torch.float32 else out.to(self.out_dtype)
+
     @torch.no_grad()
     def nearest(self) -> torch.Tensor:
         """Round-to-nearest weight on the same grid (the "before" baseline)."""
@@ -116,9 +130,11 @@ class AdaRoundQuantizer(nn.Module):
         """Switch to hard rounding ``h = [alpha >= 0]`` for good."""
         self.soft = False
 
-    def rounding_reg(self, beta: float) -> torch.Tensor:
-        """``sum(1 - |2 h - 1|^beta)``: zero when every ``h`` is 0 or 1 (scalar tensor)."""
-        return (1 - (2 * self.h() - 1).abs().pow(beta)).sum()
+    def rounding_reg(self, beta: float, h: torch.Tensor | None = None) -> torch.Tensor:
+        """``sum(1 - |2 h - 1|^beta)``: zero when every ``h`` is 0 or 1 (scalar tensor).
+        ``h``: ``self.h()`` when already computed this step."""
+        h = self.h() if h is None else h
+        return (1 - (2 * h - 1).abs().pow(beta)).sum()
 
     @torch.no_grad()
     def integer(self) -> torch.Tensor:

@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
@@ -192,9 +195,14 @@ def add_act_quantizers(
 
 
 def _rec_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared error summed over channels (dim 1), averaged over the rest (BRECQ's L2 loss)."""
-    d = (out - target).pow(2)
-    return d.sum(1).mean() if d.dim() > 1 else d.mean()
+    """Squared error summed over channels (dim 1), averaged over the rest (BRECQ's L2 loss).
+
+    One fused kernel forward and backward (``mse_loss`` with ``reduction="sum"``, divided by the
+    number of positions); its gradient equals that of ``(out - target).pow(2).sum(1).mean()``.
+    """
+    if out.dim() <= 1:
+        return F.mse_loss(out, target)
+    return F.mse_loss(out, target, reduction="sum") / (out.numel() // out.shape[1])
 
 
 @torch.no_grad()
@@ -282,29 +290,56 @@ def _optimise(
     decay = LinearTempDecay(iters, config.warmup, *config.beta)
     n, dev = len(inputs), inputs.device
     bar = tqdm(range(iters), desc=desc, disable=not config.progress, leave=False)
-    for it in bar:
-        idx = torch.randperm(n, generator=generator)[: config.batch_size].to(dev)
-        weights = {k: q() for k, q in quantizers.items()}
-        rec = _rec_loss(functional_call(unit_module, weights, (inputs[idx],)), targets[idx])
-        # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
-        # warm-up ends one step earlier and beta reaches exactly its end value at the last step.
-        t = it + 1
-        loss = rec
-        if t >= decay.start_decay:  # after the warm-up: reconstruction + rounding regulariser
-            b = decay(t)
-            loss = rec + config.reg_weight * sum(q.rounding_reg(b) for q in quantizers.values())
-        opt_w.zero_grad(set_to_none=True)
-        if opt_a is not None:
-            opt_a.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_w.step()
-        if opt_a is not None and sched_a is not None:
-            opt_a.step()
-            sched_a.step()
-        if config.progress and (it % 100 == 0 or it == iters - 1):
-            bar.set_postfix(rec=f"{rec.item():.4g}", loss=f"{loss.item():.4g}")
+    qs = list(quantizers.items())
+    with _weights_as_tensors(unit_module, list(quantizers)) as slots:
+        for it in bar:
+            idx = torch.randperm(n, generator=generator)[: config.batch_size].to(dev)
+            hs = [q.h() for _, q in qs]  # once per step: for the weights and the regulariser
+            for (layer, name), (_, q), h in zip(slots, qs, hs, strict=True):
+                setattr(layer, name, q.soft_weight(h))
+            rec = _rec_loss(unit_module(inputs[idx]), targets[idx])
+            # The official BRECQ counter is incremented before use (t = 1 .. iters), so the
+            # warm-up ends one step earlier and beta reaches exactly its end value at the end.
+            t = it + 1
+            loss = rec
+            if t >= decay.start_decay:  # after the warm-up: reconstruction + regulariser
+                b = decay(t)
+                loss = rec + config.reg_weight * sum(
+                    q.rounding_reg(b, h) for (_, q), h in zip(qs, hs, strict=True))
+            opt_w.zero_grad(set_to_none=True)
+            if opt_a is not None:
+                opt_a.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_w.step()
+            if opt_a is not None and sched_a is not None:
+                opt_a.step()
+                sched_a.step()
+            if config.progress and (it % 100 == 0 or it == iters - 1):
+                bar.set_postfix(rec=f"{rec.item():.4g}", loss=f"{loss.item():.4g}")
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+@contextmanager
+def _weights_as_tensors(
+    unit_module: nn.Module, keys: list[str]
+) -> Iterator[list[tuple[nn.Module, str]]]:
+    """Within the block, the parameters ``keys`` (``"conv1.weight"`` relative to
+    ``unit_module``) are plain attributes the caller sets to a tensor each step (what
+    ``functional_call`` does, without its per-call bookkeeping); restored on exit.
+    Yields ``[(layer, attribute name)]`` in the order of ``keys``."""
+    slots, saved = [], []
+    for key in keys:
+        path, _, name = key.rpartition(".")
+        layer = unit_module.get_submodule(path) if path else unit_module
+        saved.append(layer._parameters.pop(name))
+        slots.append((layer, name))
+    try:
+        yield slots
+    finally:
+        for (layer, name), param in zip(slots, saved, strict=True):
+            layer.__dict__.pop(name, None)
+            layer._parameters[name] = param
 
 
 def _harden(
