@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..evaluate import model_device
-from ..layers import first_last_layers, quantizable_layer_names, weight_of
+from ..layers import first_last_layers, quantizable_layer_names, weight_name, weight_of
 from ..quant import check_bits
 from .adaround import AdaRoundQuantizer
 from .block_recon import (
@@ -362,7 +362,7 @@ def _reconstruct(
     target = capture(fp, fp.get_submodule(unit.name), x, output=True)
     inputs = capture(work, module, x, output=False)
     quantizers = {
-        (f"{rel}.weight" if rel else "weight"): AdaRoundQuantizer(
+        (f"{rel}." if rel else "") + weight_name(work.get_submodule(full)): AdaRoundQuantizer(
             weight_of(work, full), bits[full], per_channel=bool(cfg.per_channel),
             range_method=cfg.weight_range,
         ).to(x.device)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import register_block
 from ..models import CheckpointError, data_dir, load_manifest
 
 CORPUS_FILE = "pydoc-topics.txt.gz"
@@ -94,6 +95,9 @@ class CharGPTBlock(nn.Module):
         """``x``: (batch, time, n_embd) -> same shape."""
         x = x + self.attn(self.ln1(x))
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+register_block(CharGPTBlock, ("attn.q", "attn.k", "attn.v", "attn.o", "fc1", "fc2"))
 
 
 class CharGPT(nn.Module):
