@@ -10,6 +10,8 @@ A :class:`TextTestbed` holds:
   block can be replayed on its hidden states alone).
 - ``evaluate(model)``: per-item outcomes of a (quantized copy of) ``model`` on the held-out
   items, ``{metric: array (n_items,)}``; ``fp32`` holds the full-precision outcomes.
+- ``evaluate_items(model, items)``: the same on the items ``items`` only (cheaper; MiniLM:
+  only ``cosine``, from the queries' side alone).
 - ``metrics``: each metric's kind: ``"correct"`` (per-item right/wrong: exact McNemar) or
   ``"higher"`` / ``"lower"`` (a real number per item, better when higher / lower: paired
   bootstrap over items).
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -64,6 +67,7 @@ class TextTestbed:
     calib: torch.Tensor
     evaluate: Callable[[nn.Module], dict[str, np.ndarray]]
     metrics: dict[str, str]
+    evaluate_items: Callable[[nn.Module, np.ndarray], dict[str, np.ndarray]]
     fp32: dict[str, np.ndarray] = field(default_factory=dict)
     layer_type: Callable[[str], str] = str
 
@@ -123,10 +127,14 @@ def minilm_testbed(n_calib: int = 256, calib_length: int = 64) -> TextTestbed:
         enc = m.inner.encoder
         return retrieval_outcomes(encode(enc, data.queries), encode(enc, data.documents), q_ref)
 
+    def evaluate_items(m: nn.Module, items: np.ndarray) -> dict[str, np.ndarray]:
+        got = encode(m.inner.encoder, [data.queries[i] for i in items])
+        return {"cosine": F.cosine_similarity(got.double(), q_ref[items].double(), dim=1).numpy()}
+
     calib = calibration_ids(st.tokenizer, n_calib, calib_length).float()
     bed = TextTestbed("minilm-l6", model, calib, evaluate,
                       {"top1": "correct", "top5": "correct", "cosine": "higher"},
-                      layer_type=bert_layer_type)
+                      evaluate_items, layer_type=bert_layer_type)
     bed.fp32 = retrieval_outcomes(q_ref, d_ref, q_ref)
     return bed
 
@@ -150,8 +158,12 @@ def chargpt_testbed(n_calib: int = 256, seed: int = 0) -> TextTestbed:
 
     gen = torch.Generator().manual_seed(seed)
     calib = train_windows(corpus, n_calib, gpt.cfg.ctx, gen)[0].float()
+    def evaluate_items(m: nn.Module, items: np.ndarray) -> dict[str, np.ndarray]:
+        idx = torch.as_tensor(items)
+        return {"nll": chunk_nll(m.inner.lm, x[idx], y[idx]).numpy()}
+
     bed = TextTestbed("chargpt-pydoc", model, calib, evaluate, {"nll": "lower"},
-                      layer_type=gpt_layer_type)
+                      evaluate_items, layer_type=gpt_layer_type)
     bed.fp32 = evaluate(model)
     return bed
 
