@@ -93,11 +93,15 @@ def load_sentence_transformer(folder: Path | None = None):
 class MiniLMEncoder(nn.Module):
     """Token ids (batch, length), pad id 0 -> unit-norm sentence embeddings (batch, 384).
 
-    ``bert`` is the Hugging Face ``BertModel`` (6 ``BertLayer`` blocks, 36 ``nn.Linear``).
+    ``bert`` is the Hugging Face ``BertModel`` (6 ``BertLayer`` blocks, 36 ``nn.Linear``). Its
+    pooler (a 37th ``Linear`` whose output mean pooling never uses) is removed from ``bert``, in
+    place, so that every quantizable layer takes part in the embedding.
     """
 
     def __init__(self, bert: nn.Module, pad_id: int = 0) -> None:
         super().__init__()
+        if getattr(bert, "pooler", None) is not None:
+            bert.pooler = None
         self.bert = bert
         self.pad_id = pad_id
 
