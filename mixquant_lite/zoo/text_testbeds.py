@@ -124,11 +124,11 @@ def minilm_testbed(n_calib: int = 256, calib_length: int = 64) -> TextTestbed:
     model = FloatIds(RetrievalHead(encoder, d_ref)).eval()
 
     def evaluate(m: nn.Module) -> dict[str, np.ndarray]:
-        enc = m.inner.encoder
+        enc = m.get_submodule("inner.encoder")
         return retrieval_outcomes(encode(enc, data.queries), encode(enc, data.documents), q_ref)
 
     def evaluate_items(m: nn.Module, items: np.ndarray) -> dict[str, np.ndarray]:
-        got = encode(m.inner.encoder, [data.queries[i] for i in items])
+        got = encode(m.get_submodule("inner.encoder"), [data.queries[i] for i in items])
         return {"cosine": F.cosine_similarity(got.double(), q_ref[items].double(), dim=1).numpy()}
 
     calib = calibration_ids(st.tokenizer, n_calib, calib_length).float()
@@ -154,13 +154,13 @@ def chargpt_testbed(n_calib: int = 256, seed: int = 0) -> TextTestbed:
     model = FloatIds(TokenLogits(gpt)).eval()
 
     def evaluate(m: nn.Module) -> dict[str, np.ndarray]:
-        return {"nll": chunk_nll(m.inner.lm, x, y).numpy()}
+        return {"nll": chunk_nll(m.get_submodule("inner.lm"), x, y).numpy()}
 
     gen = torch.Generator().manual_seed(seed)
     calib = train_windows(corpus, n_calib, gpt.cfg.ctx, gen)[0].float()
     def evaluate_items(m: nn.Module, items: np.ndarray) -> dict[str, np.ndarray]:
         idx = torch.as_tensor(items)
-        return {"nll": chunk_nll(m.inner.lm, x[idx], y[idx]).numpy()}
+        return {"nll": chunk_nll(m.get_submodule("inner.lm"), x[idx], y[idx]).numpy()}
 
     bed = TextTestbed("chargpt-pydoc", model, calib, evaluate, {"nll": "lower"},
                       evaluate_items, layer_type=gpt_layer_type)
