@@ -249,3 +249,14 @@ def test_minilm_fp32_embeddings_equal_sentence_transformers_encode():
     ours = encode(MiniLMEncoder(st[0].auto_model).eval(), ids, batch_size=16)
     theirs = torch.from_numpy(st.encode(texts, batch_size=16, convert_to_numpy=True))
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_brecq_reconstructs_vit_encoder_blocks_with_their_in_projection():
+    vit = _tiny_vit()
+    calib = torch.randn(16, 3, 28, 28)
+    q, rep = brecq(vit, calib, 4, iters=2, n_calib=16, batch_size=8, first_last_bits=None,
+                   fold_batchnorm=False, progress=False)
+    names = [u.name for u in rep.units]
+    assert "encoder.layers.encoder_layer_0" in names
+    attn = "encoder.layers.encoder_layer_0.self_attention"
+    assert attn in rep.bits and _changed(q, vit, attn) > 0.5
