@@ -45,6 +45,9 @@ def costs_markdown(res: dict) -> list[str]:
     for m, v in c["measures"].items():
         out.append(f"| table `{m}` (bits {res['tables']['qe']['bits']}) | {v['seconds']:.1f} | "
                    f"{v['ratio_to_fp32_forward']:.1f}x |")
+    for k, v in c.get("qe_table_bits_2_to_8", {}).items():
+        out.append(f"| QE table, bits 2..8, {k} ({v['layers']} layers, {v['weights']:,} "
+                   f"weights) | {v['seconds']:.2f} | {v['ratio_to_fp32_forward']:.2f}x |")
     for k, v in c["brecq"].items():
         out.append(f"| BRECQ {k} ({v['iters']} steps per unit) | {v['seconds']:.1f} | "
                    f"{v['ratio_to_fp32_forward']:.1f}x |")

@@ -3,12 +3,12 @@
 For one text testbed (``minilm-l6``: all-MiniLM-L6-v2 on 1,745 stdlib retrieval pairs;
 ``chargpt-pydoc``: the shipped character GPT on held-out pydoc text), every quantizable layer
 (``nn.Linear``) quantized per output channel with round-to-nearest (``BitPlan.apply``), float
-activations, candidates 2..8 bits:
+activations, candidates 2, 3, 4 and 8 bits (the QE table of all bit-widths 2..8 is timed apart):
 
 1. the tables of the four measures (``qe``, ``hessian``, ``fisher``, ``output``,
    :func:`~mixquant_lite.sensitivity.sensitivity_table`, on the testbed's calibration windows),
    each with its seconds and its ratio to one FP32 forward pass over the calibration set;
-2. single-layer damage: each layer alone at 2, 3, 4 bits. MiniLM: mean ``1 - cosine`` of 512
+2. single-layer damage: each layer alone at 2, 3, 4 bits. MiniLM: mean ``1 - cosine`` of 256
    query embeddings to their FP32 ones; GPT: mean increase of held-out nats/char over all
    chunks. Spearman of each measure (QE per weight, QE x size, Hessian, Fisher, output) with
    the damage, per bit-width and pooled, with a bootstrap over layers (clusters);
@@ -45,11 +45,13 @@ from mixquant_lite.sensitivity import sensitivity_table
 from mixquant_lite.zoo.text_testbeds import TESTBEDS, TextTestbed
 
 ROOT = Path(__file__).resolve().parents[1]
-BITS = tuple(range(2, 9))
+BITS = (2, 3, 4, 8)  # candidates of the plans (8: MixQuant's baseline)
 DAMAGE_BITS = (2, 3, 4)
 BUDGETS = (2.5, 3.0, 3.5, 4.0)
 MEASURES = ("qe", "hessian", "fisher", "output")
-N_DAMAGE_ITEMS = 512
+N_DAMAGE_ITEMS = 256
+PLAN_ORDER = ("plan-qe", "mixquant", "mixquant-model", "uniform", "plan-output", "plan-fisher",
+              "plan-hessian")
 
 
 class Cache:
@@ -96,11 +98,15 @@ def fp32_forward_seconds(bed: TextTestbed, batch_size: int = 64, repeats: int = 
     return best
 
 
-def tables(bed: TextTestbed, cache: Cache, n_probes: int) -> tuple[dict[str, QETable], dict]:
-    """The four measures' tables and their seconds (cached one by one)."""
+def tables(bed: TextTestbed, cache: Cache, n_probes: int, measures: tuple[str, ...],
+           report_only: bool = False) -> tuple[dict[str, QETable], dict]:
+    """The measures' tables and their seconds (cached one by one; with ``report_only`` only
+    the cached ones)."""
     out, secs = {}, {}
-    for m in MEASURES:
+    for m in measures:
         hit = cache.get(f"table-{m}-n{len(bed.calib)}")
+        if hit is None and report_only:
+            continue
         if hit is None:
             opts = {"n_probes": n_probes, "batch_size": 32} if m == "hessian" else (
                 {} if m == "qe" else {"batch_size": 32})
@@ -138,6 +144,34 @@ def damage(bed: TextTestbed, cache: Cache, qe: QETable, metric: str, items: np.n
     return mean, per_item
 
 
+def qe_all_bits(bed: TextTestbed, cache: Cache) -> dict:
+    """Seconds of the QE table at all bit-widths 2..8 (best of 3), without and with the word
+    embedding registered as a layer (``register_layer(nn.Embedding)``)."""
+    hit = cache.get("qe-all-bits")
+    if hit is None:
+        from torch import nn
+
+        from mixquant_lite import qe_table
+        from mixquant_lite.layers import register_layer, unregister_layer
+
+        hit = {}
+        for label, emb in (("linear layers", False), ("linear layers + embeddings", True)):
+            if emb:
+                register_layer(nn.Embedding)
+            try:
+                times = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    t = qe_table(bed.model, range(2, 9), per_channel=True)
+                    times.append(time.perf_counter() - t0)
+            finally:
+                unregister_layer(nn.Embedding)
+            hit[label] = {"seconds": min(times), "layers": len(t.layers),
+                          "weights": t.total_numel}
+        cache.put("qe-all-bits", hit)
+    return hit
+
+
 def model_reading_qem(table: QETable, avg_bits: float) -> float | None:
     """Smallest QEM whose model-baseline MixQuant plan meets ``avg_bits`` (exact over the
     thresholds where the plan changes), or ``None`` when none does."""
@@ -167,21 +201,27 @@ def plans_at(tabs: dict[str, QETable], avg_bits: float) -> dict[str, BitPlan]:
 
 
 def evaluate_plans(bed: TextTestbed, cache: Cache, tabs: dict[str, QETable], brecq_iters: int,
-                   brecq_plans: tuple[str, ...]) -> tuple[dict, dict]:
-    """Outcomes (per item) of every plan at every budget, RTN and (3 bits) BRECQ; seconds."""
+                   brecq_plans: tuple[str, ...], report_only: bool = False) -> tuple[dict, dict]:
+    """Outcomes (per item) of every plan at every budget, RTN and (3 bits) BRECQ; seconds.
+
+    Plans run in :data:`PLAN_ORDER` (all budgets of one method, then the next); with
+    ``report_only`` only the cached ones are returned."""
     outcomes, info = {}, {}
-    for avg in BUDGETS:
-        for name, plan in plans_at(tabs, avg).items():
-            key = f"rtn-{avg}-{name}"
-            hit = cache.get(key)
-            if hit is None:
-                t0 = time.perf_counter()
-                q = plan.apply(bed.model)
-                apply_s = time.perf_counter() - t0
-                hit = {"outcomes": _jsonable(bed.evaluate(q)), "avg_bits": plan.avg_bits,
-                       "apply_seconds": apply_s, "bits": list(plan.bits.values())}
-                cache.put(key, hit)
-                print(f"{key}: {bed.summary(hit['outcomes'])}", flush=True)
+    todo = [(avg, name, plan) for avg in BUDGETS for name, plan in plans_at(tabs, avg).items()]
+    todo.sort(key=lambda t: (PLAN_ORDER.index(t[1]), t[0]))
+    for avg, name, plan in todo:
+        key = f"rtn-{avg}-{name}"
+        bits_key = "rtn-bits-" + "".join(str(b) for b in plan.bits.values())
+        hit = cache.get(key) or cache.get(bits_key)  # the same bits: the same model
+        if hit is None and not report_only:
+            t0 = time.perf_counter()
+            q = plan.apply(bed.model)
+            apply_s = time.perf_counter() - t0
+            hit = {"outcomes": _jsonable(bed.evaluate(q)), "avg_bits": plan.avg_bits,
+                   "apply_seconds": apply_s, "bits": list(plan.bits.values())}
+            cache.put(bits_key, hit)
+            print(f"{key}: {bed.summary(hit['outcomes'])}", flush=True)
+        if hit is not None:
             outcomes[key], info[key] = hit["outcomes"], hit
     if brecq_iters > 0:
         for name, plan in plans_at(tabs, 3.0).items():
@@ -189,7 +229,7 @@ def evaluate_plans(bed: TextTestbed, cache: Cache, tabs: dict[str, QETable], bre
                 continue
             key = f"brecq-3.0-{name}"
             hit = cache.get(key)
-            if hit is None:
+            if hit is None and not report_only:
                 q, rep = brecq(bed.model, bed.calib, plan, iters=brecq_iters,
                                n_calib=len(bed.calib), batch_size=32, first_last_bits=None,
                                fold_batchnorm=False, progress=False)
@@ -198,7 +238,8 @@ def evaluate_plans(bed: TextTestbed, cache: Cache, tabs: dict[str, QETable], bre
                        "bits": list(plan.bits.values())}
                 cache.put(key, hit)
                 print(f"{key}: {bed.summary(hit['outcomes'])} ({rep.seconds:.0f} s)", flush=True)
-            outcomes[key], info[key] = hit["outcomes"], hit
+            if hit is not None:
+                outcomes[key], info[key] = hit["outcomes"], hit
     return outcomes, info
 
 
@@ -234,7 +275,8 @@ def correlations(bed: TextTestbed, tabs: dict[str, QETable], mean_damage: np.nda
     cols = [qe.bits.index(b) for b in DAMAGE_BITS]
     preds = {"qe-per-weight": qe.values[:, cols], "qe-x-size": qe.cost_matrix()[:, cols]}
     for m in ("hessian", "fisher", "output"):
-        preds[m] = tabs[m].cost_matrix()[:, cols]
+        if m in tabs:
+            preds[m] = tabs[m].cost_matrix()[:, cols]
     types = np.array([bed.layer_type(n) for n in qe.layers])
     rows = []
     for name, pred in preds.items():
@@ -261,15 +303,20 @@ def run(args: argparse.Namespace) -> dict:
     bed = TESTBEDS[args.testbed](n_calib=args.n_calib)
     cache = Cache(ROOT / "data" / "cache" / f"transformer-{args.testbed}")
     t_fwd = fp32_forward_seconds(bed)
-    tabs, secs = tables(bed, cache, args.n_probes)
+    tabs, secs = tables(bed, cache, args.n_probes, ("qe",))
     metric = "cosine" if "cosine" in bed.metrics else "nll"
     n_items = len(next(iter(bed.fp32.values())))
     items = np.arange(n_items)
     if n_items > N_DAMAGE_ITEMS:
         items = np.sort(np.random.default_rng(0).choice(n_items, N_DAMAGE_ITEMS, replace=False))
     mean_damage, per_item = damage(bed, cache, tabs["qe"], metric, items)
+    more, more_s = tables(bed, cache, args.n_probes, ("output", "fisher", "hessian"),
+                          args.report_only)
+    tabs.update(more)
+    secs.update(more_s)
     outcomes, info = evaluate_plans(bed, cache, tabs, args.brecq_iters,
-                                    tuple(args.brecq_plans.split(",")))
+                                    tuple(args.brecq_plans.split(",")), args.report_only)
+    qe_all = qe_all_bits(bed, cache)
     return {
         "testbed": args.testbed, "fp32": bed.summary(), "metrics": bed.metrics,
         "layers": list(tabs["qe"].layers),
@@ -289,6 +336,8 @@ def run(args: argparse.Namespace) -> dict:
                   "calib_shape": list(bed.calib.shape),
                   "measures": {m: {"seconds": s, "ratio_to_fp32_forward": s / t_fwd}
                                for m, s in secs.items()},
+                  "qe_table_bits_2_to_8": {k: {**v, "ratio_to_fp32_forward": v["seconds"] / t_fwd}
+                                           for k, v in qe_all.items()},
                   "brecq": {k: {"seconds": v["seconds"], "iters": v["iters"],
                                 "ratio_to_fp32_forward": v["seconds"] / t_fwd}
                             for k, v in info.items() if k.startswith("brecq")}},
@@ -304,12 +353,15 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--testbed", choices=sorted(TESTBEDS), default="minilm-l6")
-    ap.add_argument("--n-calib", type=int, default=64)
+    ap.add_argument("--n-calib", type=int, default=32)
     ap.add_argument("--n-probes", type=int, default=8)
     ap.add_argument("--brecq-iters", type=int, default=0, help="0: round-to-nearest only")
     ap.add_argument("--brecq-plans", default="uniform,plan-qe,mixquant",
                     help="plans at 3 average bits run through BRECQ (comma-separated)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the results from the cached plans only (tables and damage must "
+                         "be complete)")
     args = ap.parse_args(argv)
     result = run(args)
     from _transformer_report import write
