@@ -313,12 +313,15 @@ def run(args: argparse.Namespace) -> dict:
     if n_items > N_DAMAGE_ITEMS:
         items = np.sort(np.random.default_rng(0).choice(n_items, N_DAMAGE_ITEMS, replace=False))
     mean_damage, per_item = damage(bed, cache, tabs["qe"], metric, items)
+    brecq_plans = tuple(args.brecq_plans.split(","))
+    # the QE-based plans first (they need no data-aware table), then the other tables
+    evaluate_plans(bed, cache, tabs, 0, brecq_plans, args.report_only)
     more, more_s = tables(bed, cache, args.n_probes, ("output", "fisher", "hessian"),
                           args.report_only)
     tabs.update(more)
     secs.update(more_s)
-    outcomes, info = evaluate_plans(bed, cache, tabs, args.brecq_iters,
-                                    tuple(args.brecq_plans.split(",")), args.report_only)
+    outcomes, info = evaluate_plans(bed, cache, tabs, args.brecq_iters, brecq_plans,
+                                    args.report_only)
     qe_all = qe_all_bits(bed, cache)
     return {
         "testbed": args.testbed, "fp32": bed.summary(), "metrics": bed.metrics,

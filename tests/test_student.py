@@ -92,7 +92,8 @@ def test_solution_passes_and_student_fails_exactly_at_the_exercises():
 
 # The notebooks that carry exercises with check cells and the series map.
 EXERCISE_STEMS = ["01_roundoff_error", "02_qe_vs_accuracy", "03_qem_tradeoffs",
-                  "04_runtime_scaling", "05_brecq_and_mixquant", "07_brecq_opened_up"]
+                  "04_runtime_scaling", "05_brecq_and_mixquant", "07_brecq_opened_up",
+                  "08_transformers"]
 WITH_EXERCISES = [ROOT / "notebooks" / f"{s}.ipynb" for s in EXERCISE_STEMS]
 
 
