@@ -97,12 +97,15 @@ def gpt_layer_type(name: str) -> str:
     return "other"
 
 
-def minilm_testbed(n_calib: int = 256, calib_length: int = 64) -> TextTestbed:
+def minilm_testbed(n_calib: int = 256, calib_length: int = 64, index_fp32: bool = True
+                   ) -> TextTestbed:
     """all-MiniLM-L6-v2 on the stdlib retrieval pairs (:mod:`.minilm`).
 
-    ``model`` = ``FloatIds(RetrievalHead(MiniLMEncoder))``; ``evaluate`` encodes every query and
-    document with the given model and returns ``top1``, ``top5`` (correct) and ``cosine`` (of
-    each query's embedding to its FP32 one, higher is better).
+    ``model`` = ``FloatIds(RetrievalHead(MiniLMEncoder))``; ``evaluate`` encodes every query
+    with the given model and ranks the documents of a fixed FP32 index (the documents encoded
+    once by the FP32 model: a quantized encoder serving queries against a stored index); it
+    returns ``top1``, ``top5`` (correct) and ``cosine`` (of each query's embedding to its FP32
+    one, higher is better). ``index_fp32=False`` encodes the documents with the model too.
 
     Raises:
         PretrainedUnavailableError: the ``text`` extra is not installed.
@@ -125,7 +128,8 @@ def minilm_testbed(n_calib: int = 256, calib_length: int = 64) -> TextTestbed:
 
     def evaluate(m: nn.Module) -> dict[str, np.ndarray]:
         enc = m.get_submodule("inner.encoder")
-        return retrieval_outcomes(encode(enc, data.queries), encode(enc, data.documents), q_ref)
+        docs = d_ref if index_fp32 else encode(enc, data.documents)
+        return retrieval_outcomes(encode(enc, data.queries), docs, q_ref)
 
     def evaluate_items(m: nn.Module, items: np.ndarray) -> dict[str, np.ndarray]:
         got = encode(m.get_submodule("inner.encoder"), [data.queries[i] for i in items])
