@@ -203,13 +203,14 @@ def plans_at(tabs: dict[str, QETable], avg_bits: float) -> dict[str, BitPlan]:
 
 
 def evaluate_plans(bed: TextTestbed, cache: Cache, tabs: dict[str, QETable], brecq_iters: int,
-                   brecq_plans: tuple[str, ...], report_only: bool = False) -> tuple[dict, dict]:
+                   brecq_plans: tuple[str, ...], report_only: bool = False,
+                   budgets: tuple[float, ...] = BUDGETS) -> tuple[dict, dict]:
     """Outcomes (per item) of every plan at every budget, RTN and (3 bits) BRECQ; seconds.
 
     Plans run in :data:`PLAN_ORDER` (all budgets of one method, then the next); with
     ``report_only`` only the cached ones are returned."""
     outcomes, info = {}, {}
-    todo = [(avg, name, plan) for avg in BUDGETS for name, plan in plans_at(tabs, avg).items()]
+    todo = [(avg, name, plan) for avg in budgets for name, plan in plans_at(tabs, avg).items()]
     todo.sort(key=lambda t: (PLAN_ORDER.index(t[1]), t[0]))
     for avg, name, plan in todo:
         key = f"rtn-{avg}-{name}"
@@ -314,12 +315,14 @@ def run(args: argparse.Namespace) -> dict:
         items = np.sort(np.random.default_rng(0).choice(n_items, N_DAMAGE_ITEMS, replace=False))
     mean_damage, per_item = damage(bed, cache, tabs["qe"], metric, items)
     brecq_plans = tuple(args.brecq_plans.split(","))
-    # the QE-based plans first (they need no data-aware table), then the other tables
-    evaluate_plans(bed, cache, tabs, 0, brecq_plans, args.report_only)
+    # 3 bits first: the QE-based plans (no data-aware table needed), the other tables, their
+    # plans; then the other budgets. A --report-only run then has complete 3-bit comparisons.
+    evaluate_plans(bed, cache, tabs, 0, brecq_plans, args.report_only, (3.0,))
     more, more_s = tables(bed, cache, args.n_probes, ("output", "fisher", "hessian"),
                           args.report_only)
     tabs.update(more)
     secs.update(more_s)
+    evaluate_plans(bed, cache, tabs, 0, brecq_plans, args.report_only, (3.0,))
     outcomes, info = evaluate_plans(bed, cache, tabs, args.brecq_iters, brecq_plans,
                                     args.report_only)
     qe_all = qe_all_bits(bed, cache)
