@@ -311,8 +311,8 @@ def run(args: argparse.Namespace) -> dict:
     metric = "cosine" if "cosine" in bed.metrics else "nll"
     n_items = len(next(iter(bed.fp32.values())))
     items = np.arange(n_items)
-    if n_items > N_DAMAGE_ITEMS:
-        items = np.sort(np.random.default_rng(0).choice(n_items, N_DAMAGE_ITEMS, replace=False))
+    if n_items > args.damage_items:
+        items = np.sort(np.random.default_rng(0).choice(n_items, args.damage_items, replace=False))
     mean_damage, per_item = damage(bed, cache, tabs["qe"], metric, items)
     brecq_plans = tuple(args.brecq_plans.split(","))
     # 3 bits first: the QE-based plans (no data-aware table needed), the other tables, their
@@ -364,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--testbed", choices=sorted(TESTBEDS), default="minilm-l6")
     ap.add_argument("--n-calib", type=int, default=32)
     ap.add_argument("--n-probes", type=int, default=8)
+    ap.add_argument("--damage-items", type=int, default=N_DAMAGE_ITEMS,
+                    help="items (queries / chunks) the single-layer damage is measured on")
     ap.add_argument("--brecq-iters", type=int, default=0, help="0: round-to-nearest only")
     ap.add_argument("--brecq-plans", default="uniform,plan-qe,mixquant",
                     help="plans at 3 average bits run through BRECQ (comma-separated)")
