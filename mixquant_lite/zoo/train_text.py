@@ -1,6 +1,6 @@
 """Train the shipped character-level GPT on the frozen pydoc-topics corpus.
 
-    OMP_NUM_THREADS=1 python -m mixquant_lite.zoo.train_text          # ~15 min on one thread
+    OMP_NUM_THREADS=1 python -m mixquant_lite.zoo.train_text   # 2,200 steps: 805 s of CPU
 
 Seeded (torch), single thread, single process. AdamW (betas 0.9/0.95, weight decay 0.1 on the
 matrices only), linear warm-up then cosine decay of the learning rate, batch of random
@@ -79,7 +79,7 @@ def train(steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1800)
+    ap.add_argument("--steps", type=int, default=2200)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
