@@ -318,13 +318,14 @@ def run(args: argparse.Namespace) -> dict:
     # 3 bits first: the QE-based plans (no data-aware table needed), the other tables, their
     # plans; then the other budgets. A --report-only run then has complete 3-bit comparisons.
     evaluate_plans(bed, cache, tabs, 0, brecq_plans, args.report_only, (3.0,))
-    more, more_s = tables(bed, cache, args.n_probes, ("output", "fisher", "hessian"),
+    more, more_s = tables(bed, cache, args.n_probes, tuple(args.measures.split(",")),
                           args.report_only)
     tabs.update(more)
     secs.update(more_s)
     evaluate_plans(bed, cache, tabs, 0, brecq_plans, args.report_only, (3.0,))
     outcomes, info = evaluate_plans(bed, cache, tabs, args.brecq_iters, brecq_plans,
-                                    args.report_only)
+                                    args.report_only,
+                                    tuple(float(b) for b in args.budgets.split(",")))
     qe_all = qe_all_bits(bed, cache)
     return {
         "testbed": args.testbed, "fp32": bed.summary(), "metrics": bed.metrics,
@@ -370,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--brecq-plans", default="uniform,plan-qe,mixquant",
                     help="plans at 3 average bits run through BRECQ (comma-separated)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--measures", default="output,fisher,hessian",
+                    help="data-aware tables to compute (comma-separated)")
+    ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS),
+                    help="average bit-widths of the plans (comma-separated)")
     ap.add_argument("--report-only", action="store_true",
                     help="write the results from the cached plans only (tables and damage must "
                          "be complete)")
