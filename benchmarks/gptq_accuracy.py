@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _provenance import commit  # noqa: E402
-from mixquant_lite.evaluate import correct_mask  # noqa: E402
 
+from mixquant_lite.evaluation import correct_mask  # noqa: E402
 from mixquant_lite.gptq import GPTQConfig, gptq  # noqa: E402
 from mixquant_lite.layers import quantizable_layer_names, weight_of  # noqa: E402
 from mixquant_lite.quant import fake_quantize  # noqa: E402

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .layers import QUANTIZABLE_TYPES, weight_of
+from .layers import is_quantizable, weight_of
 from .qspec import QuantSpec, table_spec
 from .quant import check_bits
 
@@ -265,8 +265,9 @@ class BitPlan:
             raise ValueError(f"layer {missing[0]!r} of the plan is not in the model{more}")
         for name, n in self.numel.items():
             m = modules[name]
-            if not isinstance(m, QUANTIZABLE_TYPES):
-                raise ValueError(f"layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
+            if not is_quantizable(m):
+                raise ValueError(f"layer {name!r} is a {type(m).__name__}, not a quantizable "
+                                 "layer type (layers.register_layer)")
             if weight_of(m).numel() != n:
                 raise ValueError(
                     f"layer {name!r} has {weight_of(m).numel()} weights, the plan expects {n}"

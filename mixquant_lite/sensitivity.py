@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import quantizable_layers, weight_of
+from .layers import quantizable_layers, weight_name, weight_of
 from .quant import fake_quantize
 from .table import QETable, qe_table
 from .validate import check_int
@@ -282,7 +282,7 @@ def fisher(
     work = _working_copy(model, calib)
     y = _labels(work, calib, labels, batch_size)
     named = quantizable_layers(work)
-    keys = [f"{name}.weight" for name, _ in named]
+    keys = [f"{name}.{weight_name(m)}" for name, m in named]
     weights = {k: weight_of(m).detach() for k, (_, m) in zip(keys, named, strict=True)}
     state = {k: v.detach() for k, v in work.state_dict(keep_vars=True).items()}
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..evaluation import model_device
-from ..layers import first_last_layers, quantizable_layer_names, weight_of
+from ..layers import first_last_layers, quantizable_layer_names, weight_name, weight_of
 from ..plan import BitPlan
 from ..qspec import IntegerWeight, QuantSpec
 from ..quant import check_bits
@@ -300,12 +300,14 @@ def _reconstruct(
     module = work.get_submodule(unit.name)
     target = capture(fp, fp.get_submodule(unit.name), x, output=True)
     inputs = capture(work, module, x, output=False)
+    keys = {full: (f"{rel}." if rel else "") + weight_name(work.get_submodule(full))
+            for full, rel in unit.layers}  # parameter path inside the unit (MHA: in_proj_weight)
     quantizers = {
-        (f"{rel}.weight" if rel else "weight"): AdaRoundQuantizer(
+        keys[full]: AdaRoundQuantizer(
             weight_of(work, full), bits[full], per_channel=bool(cfg.per_channel),
             range_method=cfg.weight_range,
         ).to(x.device)
-        for full, rel in unit.layers
+        for full, _ in unit.layers
     }
     bits_in = _unit_act_bits(units, i, cfg, first, last)
     acts = []
@@ -322,8 +324,8 @@ def _reconstruct(
     )
     for a in acts:
         a.delta.requires_grad_(False)
-    for full, rel in unit.layers:
-        weights[full] = _integer_weight(quantizers[f"{rel}.weight" if rel else "weight"])
+    for full, _ in unit.layers:
+        weights[full] = _integer_weight(quantizers[keys[full]])
     return UnitResult(
         name=unit.name, kind=unit.kind, layers=tuple(n for n, _ in unit.layers),
         weight_bits=",".join(str(bits[n]) for n, _ in unit.layers),

@@ -40,7 +40,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ..layers import QUANTIZABLE_TYPES, block_spec, quantizable_layer_names
+from ..layers import QUANTIZABLE_TYPES, block_spec, is_quantizable, quantizable_layer_names
 from .act_quant import ActQuantizer, quantize_input_hook
 from .adaround import AdaRoundQuantizer
 from .config import BrecqConfig
@@ -83,7 +83,7 @@ def find_units(model: nn.Module) -> list[Unit]:
             if block_spec(child) is not None:
                 layers = [(f"{full}.{n}", n) for n in quantizable_layer_names(child)]
                 units.append(Unit(full, "block", layers))
-            elif isinstance(child, QUANTIZABLE_TYPES):
+            elif is_quantizable(child):
                 units.append(Unit(full, "layer", [(full, "")]))
             else:
                 walk(child, f"{full}.")

@@ -16,7 +16,8 @@ from mixquant_lite.table import qe_table
 from mixquant_lite.zoo.models import load_manifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SHIPPED = sorted(load_manifest()["checkpoints"])
+# the image checkpoints (the character GPT's export is not covered yet: token inputs)
+SHIPPED = sorted(k for k, v in load_manifest()["checkpoints"].items() if v["arch"] != "chargpt")
 
 
 @settings(max_examples=60, deadline=None)

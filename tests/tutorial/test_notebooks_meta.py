@@ -23,6 +23,7 @@ EXPECTED = [
     "05_brecq_and_mixquant",
     "06_which_layers_matter",
     "07_brecq_opened_up",
+    "08_transformers",
 ]
 MAX_BYTES = 1_500_000
 
