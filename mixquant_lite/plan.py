@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .groups import SCALE_BITS, plan_storage
+from .groups import SCALE_BITS
 from .layers import QUANTIZABLE_TYPES, weight_of
-from .qspec import QuantSpec, table_spec
+from .qspec import QuantSpec, spec_storage, table_spec
 from .quant import check_bits
 
 if TYPE_CHECKING:
@@ -160,16 +160,7 @@ class BitPlan:
         Raises:
             ValueError: the plan has no :attr:`shapes`.
         """
-        shapes = self._need_shapes("storage")
-        out = {"numel": 0, "code_bits": 0, "grid_bits": 0, "total_bits": 0}
-        for name, b in self.bits.items():
-            spec = self.spec.for_shape(shapes[name])
-            part = plan_storage({name: shapes[name]}, {name: b}, spec.granularity,
-                                spec.group_size, scale_bits)
-            for key in out:
-                out[key] += part[key]
-        return {**out, "avg_bits": out["total_bits"] / out["numel"],
-                "size_bytes": out["total_bits"] / 8}
+        return spec_storage(self.spec, self._need_shapes("storage"), self.bits, scale_bits)
 
     @property
     def bits_per_weight(self) -> float:

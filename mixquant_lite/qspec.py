@@ -2,12 +2,13 @@
 (:class:`IntegerWeight`), on top of the primitives of :mod:`mixquant_lite.quant`."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .groups import GROUP_SIZES, check_group_size, input_dim
+from .groups import GROUP_SIZES, SCALE_BITS, check_group_size, input_dim, plan_storage
 from .quant import (
     check_granularity,
     check_range_method,
@@ -16,7 +17,7 @@ from .quant import (
     fake_quantize,
 )
 
-__all__ = ["QuantSpec", "IntegerWeight", "table_spec"]
+__all__ = ["QuantSpec", "IntegerWeight", "table_spec", "spec_storage"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,18 @@ def table_spec(table: Any) -> QuantSpec:
     """The quantizer a QE table measured (min/max ranges, its granularity): the spec of the
     plans made from it."""
     return QuantSpec("per_channel" if table.per_channel else "per_tensor", "minmax")
+
+
+def spec_storage(spec: QuantSpec, shapes: Mapping[str, Sequence[int]], bits: Mapping[str, int],
+                 scale_bits: int = SCALE_BITS) -> dict[str, Any]:
+    """:func:`mixquant_lite.groups.plan_storage` of ``{layer: bits}`` with each layer's grid
+    :meth:`QuantSpec.for_shape` (a per-group spec's fallback layers counted per channel)."""
+    out = {"numel": 0, "code_bits": 0, "grid_bits": 0, "total_bits": 0}
+    for name, b in bits.items():
+        one = spec.for_shape(tuple(shapes[name]))
+        part = plan_storage({name: shapes[name]}, {name: b}, one.granularity, one.group_size,
+                            scale_bits)
+        for key in out:
+            out[key] += part[key]
+    avg = out["total_bits"] / out["numel"] if out["numel"] else float("nan")
+    return {**out, "avg_bits": avg, "size_bytes": out["total_bits"] / 8}
