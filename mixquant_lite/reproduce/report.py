@@ -75,7 +75,9 @@ def markdown(df: pd.DataFrame, prov: dict[str, Any],
         f"average weight bit-width (`matched` = within {MATCH_TOL} bit of `compare_to`). "
         "Section `brecq` keeps the first and last layer at 8 bits for every method; its BRECQ "
         "rows quantize BatchNorm-folded weights (plans from the folded model's QE table), its "
-        "vanilla rows the unfolded ones. `top1` in %, `weight_MB` = weights only.",
+        "vanilla rows the unfolded ones. Section `gptq` quantizes the same kind of plans "
+        "(first/last 8, from the folded table) with GPTQ, weights only. `top1` in %, "
+        "`weight_MB` = weights only.",
     ]
     lines += paired_markdown(paired or [])
     return "\n".join(lines) + "\n"
