@@ -2,7 +2,8 @@
 
 Two presets: :data:`FULL` (the BRECQ recipe: 20,000 steps per block, 1,024 calibration images,
 every BRECQ row at every activation setting) and :data:`QUICK` (200 steps, 256 images, the
-MixQuant / budget-plan BRECQ rows with float activations only; fits 15 minutes on 2 CPU cores).
+MixQuant / budget-plan BRECQ rows with float activations only, GPTQ rows at W3 only; fits 15
+minutes on 2 CPU cores).
 ``ReproduceConfig.preset("quick", iters=50)`` is a preset with fields replaced. The config that
 ran is recorded in the output JSON (``provenance.config``).
 """
@@ -152,4 +153,4 @@ def _act_tuple(name: str, vals: Any) -> tuple[int | None, ...]:
 
 FULL = ReproduceConfig()
 QUICK = ReproduceConfig(mode="quick", iters=200, n_calib=256, mixed_act_bits=(None,),
-                        gptq_bits=(4, 3))
+                        gptq_bits=(3,))
