@@ -66,3 +66,25 @@ def test_per_group_rtn_export_equals_a_naive_group_loop(c, n_groups, g, bits, se
     assert torch.equal(back[0].weight, naive)
     assert torch.equal(back[1].weight, fake_quantize(model[1].weight, bits, per_channel=True))
     assert torch.equal(back[0].weight, plan.apply(model)[0].weight)
+
+
+def test_cli_export_gptq_per_group(tmp_path, resnet20_mnist5k, capsys):
+    from mixquant_lite import cli
+    from mixquant_lite.recon import fold_bn
+
+    model = resnet20_mnist5k
+    plan_path, out = tmp_path / "plan.json", tmp_path / "g.safetensors"
+    BitPlan.uniform(qe_table(model, bits=[4], per_channel=True), 4).to_json(plan_path)
+    assert cli.main(["export", "--plan", str(plan_path), "--out", str(out), "--gptq",
+                     "--group-size", "32", "--n-calib", "32"]) == 0
+    assert "GPTQ (32 calibration images)" in capsys.readouterr().out
+    stored = read_plan(out)
+    assert stored.spec == QuantSpec("per_group", group_size=32)
+    folded = fold_bn(model)
+    want, _ = gptq(folded, calibration_batch(32).split(32), stored.with_shapes(folded))
+    back = load_quantized(out, model=folded)
+    x = calibration_batch(8, seed=1)
+    with torch.no_grad():
+        assert torch.equal(back(x), want(x))
+    assert cli.main(["export", "--plan", str(plan_path), "--out", str(out), "--gptq",
+                     "--brecq-iters", "2"]) == 2

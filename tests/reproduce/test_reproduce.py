@@ -335,3 +335,19 @@ def test_gptq_rows_with_paired_comparisons(tmp_path):
     assert kinds == ["MixQuant vs budget", "vs uniform", "vs uniform"]
     rep = stored["brecq_reports"]["GPTQ W3 (first/last 8)"]
     assert rep["bits_per_weight"] > 3 and "conv1" in rep["fallback"]  # K = 9: per channel
+
+
+def test_cli_gptq_options(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["mixquant-lite", "reproduce"])
+    parse = cli.build_parser().parse_args
+    cfg = cli.reproduce_config(parse(["reproduce", "--quick", "--gptq-bits", "4", "2",
+                                      "--granularity", "per_group", "--group-size", "64"]))
+    assert cfg.gptq_bits == (4, 2) and cfg.gptq_spec.group_size == 64
+    assert cli.reproduce_config(parse(["reproduce", "--gptq-bits"])).gptq_bits == ()
+    assert QUICK.gptq_bits == (3,) and cli.reproduce_config(parse(["reproduce"])).gptq_bits \
+        == (4, 3, 2)
+    with pytest.raises(cli.CLIError, match="group_size"):
+        cli.reproduce_config(parse(["reproduce", "--granularity", "per_group"]))
+    with pytest.raises(cli.CLIError, match="group_size"):
+        cli.reproduce_config(parse(["reproduce", "--group-size", "48",
+                                    "--granularity", "per_group"]))
