@@ -10,8 +10,9 @@ batches, and extrapolates to a whole job: ``n_runs`` BRECQ runs of ``iters`` ste
 
 GPTQ runs (section ``gptq``) are counted as evaluation-equivalents: one GPTQ run costs about
 :data:`GPTQ_FORWARDS` FP32 forward passes over the calibration images (measured 14.9x on the
-ResNet-20 and 17.4x on the MobileNetV2, ``benchmarks/results/gptq_speed-*.md``), timed at the
-measured per-image evaluation speed.
+ResNet-20 and 17.4x on the MobileNetV2 with 1,024 images in batches of 128,
+``benchmarks/results/gptq_speed-*.md``; 24-25x with 256 images in batches of 32, the driver's
+setting, one thread), timed at the measured per-image evaluation speed.
 
 The estimate excludes downloads and anything the warm-up did not exercise; identical plans are
 cached by ``reproduce``, so its counts are upper bounds.
@@ -35,7 +36,7 @@ from .config import ReproduceConfig
 __all__ = ["BrecqTimeEstimate", "estimate_brecq_time", "estimate_reproduce_time",
            "GPTQ_FORWARDS", "gptq_eval_equivalents"]
 
-GPTQ_FORWARDS = 18  # one GPTQ run ~ this many FP32 forwards over the calibration set (upper)
+GPTQ_FORWARDS = 26  # one GPTQ run ~ this many FP32 forwards over the calibration set (upper)
 
 
 def gptq_eval_equivalents(n_runs: int, n_calib: int, n_eval_images: int) -> int:
