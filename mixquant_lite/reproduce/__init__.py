@@ -30,6 +30,10 @@ Writes ``<out_dir>/<dataset>-<model>.csv``, ``.md`` (table + provenance) and ``.
     (:func:`method_label`: ``vanilla``, ``MixQuant + BRECQ``...), derived from these two.
 ``weight_bits``
     average weight bit-width actually achieved, weighted by each layer's number of weights.
+``bits_per_weight``
+    true storage per weight, grids included (:meth:`BitPlan.storage`: a float32 step and a
+    ``b``-bit zero point per grid, per-group layers no group fits counted per channel): the
+    number to compare per-group and per-channel rows by.
 ``act_bits``
     activation bit-width (empty: float activations).
 ``weight_MB``

@@ -64,8 +64,9 @@ def markdown(df: pd.DataFrame, prov: dict[str, Any],
         f"evaluations {prov['eval_s']:.0f} s); {prov['date']}",
         "",
         "| " + " | ".join(cols) + " |",
-        "|" + "|".join("---:" if c in ("qem", "weight_bits", "act_bits", "weight_MB", "top1",
-                                       "wall_s") else "---" for c in cols) + "|",
+        "|" + "|".join("---:" if c in ("qem", "weight_bits", "bits_per_weight", "act_bits",
+                                       "weight_MB", "top1", "wall_s") else "---"
+                       for c in cols) + "|",
     ]
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(fmt_cell(r[c]) for c in cols) + " |")

@@ -231,7 +231,9 @@ class Experiment:
         self.masks.append(out.correct)
         self.rows.append(dict(
             section=section, search=search, quantizer=quantizer, qem=qem,
-            weight_bits=32.0 if plan is None else plan.avg_bits, act_bits=act,
+            weight_bits=32.0 if plan is None else plan.avg_bits,
+            bits_per_weight=32.0 if plan is None else plan.with_shapes(self.model).bits_per_weight,
+            act_bits=act,
             weight_MB=(4 * self.n_weights if plan is None else plan.size_bytes) / 1e6,
             top1=out.top1, wall_s=out.wall_s + search_s, compare_to=compare_to,
             matched=matched, plan="f32" if plan is None else plan_desc(plan), note=out.note,

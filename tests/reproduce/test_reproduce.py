@@ -328,6 +328,10 @@ def test_gptq_rows_with_paired_comparisons(tmp_path):
     g = df[df["section"] == "gptq"]
     assert list(g["search"]) == ["uniform", "MixQuant", "budget"]
     assert set(g["quantizer"]) == {"GPTQ"} and g["act_bits"].isna().all()
+    # true bits: a float32 step + 3-bit zero per 32 weights (+ 35/32 bits) on the layers that fit
+    assert (g["bits_per_weight"] > g["weight_bits"] + 0.5).all()
+    v = df[df["section"] == "vanilla"].iloc[1:]  # per-tensor grids: a few bits per layer
+    assert ((v["bits_per_weight"] - v["weight_bits"]).between(0, 0.01)).all()
     assert (g["compare_to"].iloc[1:] == "GPTQ W3 (first/last 8)").all()
     stored = json.loads((tmp_path / "mnist5k-resnet20-mnist5k.json").read_text())
     pairs = paired_comparisons(df, stored["per_image_correct"])
