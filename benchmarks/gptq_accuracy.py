@@ -87,7 +87,7 @@ def main() -> None:
         f"{args.n_calib} calibration images (train split), 1,000 test images; BatchNorm folded; "
         f"commit {ours}; produced by `benchmarks/gptq_accuracy.py`. Diff = GPTQ - RTN in points "
         "with the Newcombe 95% interval; exact McNemar p, Holm-adjusted over the 4 comparisons. "
-        "avg bits = true bits per weight with the fp16 scale + b-bit zero point per row.",
+        "avg bits = true bits per weight with the float32 step + b-bit zero point per row.",
         "",
         "| model | plan | avg bits | FP32 % | RTN % | GPTQ % | diff [95% CI] | GPTQ-only / "
         "RTN-only | p (Holm) |",

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .plan import fmt_bytes
-from .validate import parse_act_bits, parse_bit_list, parse_layer_bits, parse_positive
+from .validate import parse_bit_list, parse_layer_bits, parse_positive
 from .zoo.loading import ModelSpecError, torchvision_names
 from .zoo.loading import load_model as _load_model
 
@@ -218,12 +218,17 @@ def _add_export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--brecq-iters", type=int, default=None, metavar="N",
                    help="run BRECQ with the plan (N steps per unit, MNIST-5k calibration images) "
                         "and write its learned integer codes; default: round-to-nearest")
-    p.add_argument("--n-calib", type=int, default=256, help="BRECQ calibration images")
+    p.add_argument("--gptq", action="store_true",
+                   help="run GPTQ with the plan (MNIST-5k calibration images) and write its codes")
+    p.add_argument("--group-size", type=int, default=None, choices=(32, 64, 128),
+                   help="per-group grids of this size (overrides the plan's granularity)")
+    p.add_argument("--n-calib", type=int, default=256, help="BRECQ / GPTQ calibration images")
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from .packing import export
     from .plan import BitPlan
+    from .qspec import QuantSpec
 
     model, source = load_model(args.model, arch=args.arch)
     try:
@@ -231,93 +236,65 @@ def _run_export(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise CLIError(f"cannot read the plan {args.plan}: {e}") from None
     arch = args.arch or (args.model if args.model in torchvision_names() else None)
-    weights = None
+    weights, how = None, "round-to-nearest"
     try:
-        if args.brecq_iters is not None:
-            model, plan, weights = _brecq_for_export(model, plan, args)
+        if args.group_size is not None:
+            plan = plan.with_spec(QuantSpec("per_group", plan.spec.range_method, args.group_size))
+        if args.brecq_iters is not None or args.gptq:
+            model, plan, weights, how = _calibrated_export(model, plan, args)
         info = export(model.eval(), plan, args.out, arch=arch, weights=weights)
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
+    plan = plan.with_shapes(model)
     print(f"{args.model}: {source}; plan {plan.summary()}; {plan.spec.granularity}, "
-          f"{plan.spec.range_method} ranges, "
-          + ("round-to-nearest" if weights is None else f"BRECQ ({args.brecq_iters} steps/unit)"))
+          f"{plan.spec.range_method} ranges, {how}")
     if weights is not None:
         print("BatchNorm-folded: load with load_quantized(path, model=fold_bn(float_model))")
     print(f"wrote {info.path}: {info.file:,} bytes = codes {info.codes:,} + scales/zero points "
           f"{info.qparams:,} + float tensors {info.float_tensors:,} + header {info.header:,}")
-    print(f"plan.size_bytes {plan.size_bytes:,.0f}; codes + scales/zero points are "
-          f"{100 * info.quantized_overhead:+.2f} % of it")
+    print(f"plan storage (codes + grids) {info.plan_size_bytes:,.0f} bytes; the file's codes + "
+          f"scales/zero points add {100 * info.quantized_overhead:+.2f} % (byte padding)")
     return 0
 
 
-def _brecq_for_export(model: nn.Module, plan, args: argparse.Namespace):
-    """BRECQ of ``model`` with ``plan`` as it is: the quantized model, the plan it used and its
-    learned integer codes."""
-    from .recon import brecq
+def _calibrated_export(model: nn.Module, plan, args: argparse.Namespace):
+    """BRECQ (``--brecq-iters``) or GPTQ (``--gptq``) of the BatchNorm-folded ``model`` with
+    ``plan``: the quantized model, the plan it used, its integer codes and a description."""
+    from .gptq import gptq
+    from .recon import brecq, fold_bn
     from .zoo.data import calibration_batch
 
     if args.model not in ("resnet20-mnist5k", "mobilenetv2-mnist5k"):
-        raise CLIError("--brecq-iters calibrates on MNIST-5k: use a shipped MNIST-5k model")
-    qmodel, report = brecq(model, calibration_batch(args.n_calib), plan, iters=args.brecq_iters,
-                           n_calib=args.n_calib, batch_size=min(32, args.n_calib),
-                           first_last_bits=None, progress=False)
-    return qmodel, report.plan, report.weights
+        raise CLIError("--brecq-iters / --gptq calibrate on MNIST-5k: use a shipped MNIST-5k model")
+    if args.brecq_iters is not None and args.gptq:
+        raise CLIError("--brecq-iters and --gptq exclude each other")
+    calib = calibration_batch(args.n_calib)
+    if args.gptq:
+        folded = fold_bn(model)
+        qmodel, rep = gptq(folded, calib.split(32), plan.with_shapes(folded))
+        return qmodel, plan, rep.weights, f"GPTQ ({args.n_calib} calibration images)"
+    qmodel, report = brecq(model, calib, plan, iters=args.brecq_iters, n_calib=args.n_calib,
+                           batch_size=min(32, args.n_calib), first_last_bits=None,
+                           progress=False)
+    return qmodel, report.plan, report.weights, f"BRECQ ({args.brecq_iters} steps/unit)"
 
 
 # ----------------------------------------------------------------------------- reproduce
 
 
 def _add_reproduce_args(p: argparse.ArgumentParser) -> None:
-    from .reproduce import QUICK
+    from .reproduce.cli_args import add_reproduce_args
 
-    add = p.add_argument
-    add("--model", default="resnet20-mnist5k",
-        help="resnet20-mnist5k (default), mobilenetv2-mnist5k or a torchvision ResNet")
-    add("--dataset", default="mnist5k",
-        help="mnist5k (default), imagenette, imagenette-320 or imagenet:/path/val")
-    add("--quick", action="store_true", help=f"the QUICK preset ({QUICK.iters} steps/block, "
-        f"{QUICK.n_calib} calibration images; default: FULL, the BRECQ recipe)")
-    add("--out-dir", default="results", help="output folder (default results/)")
-    add("--iters", type=int, default=None, help="BRECQ steps per block (overrides the preset)")
-    add("--n-calib", type=int, default=None, help="calibration images (overrides the preset)")
-    add("--act-bits", type=parse_act_bits, default=(None, 8),
-        help="activation settings of the BRECQ rows (default 'none,8')")
-    add("--seed", type=int, default=0)
-    add("--per-channel", action="store_true", help="per-output-channel grids")
-    add("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    add("--threads", type=int, default=None,
-        help="torch CPU threads of this process (the CLI sets it; the library never does)")
-    add("--batch-size", type=int, default=256, help="evaluation batch size")
-    add("--workers", type=int, default=2, help="ImageNet loader workers")
-    add("--image-size", type=int, default=224, help="ImageNet crop size")
-    add("--brecq-bits", type=int, nargs="+", default=None,
-        help="uniform points of the BRECQ section (default 4 3 2)")
-    add("--brecq-between", type=float, nargs="*", default=None,
-        help="mixed middle-layer bit-widths of the BRECQ section (default 2.5)")
-    add("--cache-dir", default=None,
-        help="keep each finished BRECQ run here and reuse it (resumable runs)")
-    add("--no-progress", action="store_true", help="no tqdm bars")
-    add("--quiet", action="store_true", help="no per-row log lines")
-    add("--render-only", action="store_true",
-        help="re-render <out-dir>/<dataset>-<model>.md (and the JSON's paired tests) from the "
-             "stored .csv and .json; runs nothing")
+    add_reproduce_args(p)
 
 
 def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
-    """The :class:`~mixquant_lite.reproduce.ReproduceConfig` of parsed ``reproduce`` options."""
-    from .reproduce import ReproduceConfig
+    """The :class:`~mixquant_lite.reproduce.ReproduceConfig` of parsed ``reproduce`` options
+    (:func:`mixquant_lite.reproduce.cli_args.config_from_args`; bad values: :class:`CLIError`)."""
+    from .reproduce.cli_args import config_from_args
 
-    kw = dict(model=args.model, dataset=args.dataset, out_dir=args.out_dir,
-              act_bits=args.act_bits, seed=args.seed, per_channel=args.per_channel,
-              device=args.device, batch_size=args.batch_size, workers=args.workers,
-              image_size=args.image_size, cache_dir=args.cache_dir,
-              progress=not args.no_progress, verbose=not args.quiet,
-              command=" ".join(["mixquant-lite", *sys.argv[1:]]))
-    for name in ("iters", "n_calib", "brecq_bits", "brecq_between"):
-        if getattr(args, name) is not None:
-            kw[name] = getattr(args, name)
     try:
-        return ReproduceConfig.preset("quick" if args.quick else "full", **kw)
+        return config_from_args(args, " ".join(["mixquant-lite", *sys.argv[1:]]))
     except (TypeError, ValueError) as e:
         raise CLIError(str(e)) from None
 

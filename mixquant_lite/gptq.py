@@ -31,13 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .gptq_core import GridSpec, HessianAccumulator, gptq_weight, layer_matrix
-from .groups import GROUP_SIZES, check_group_size, plan_storage
+from .gptq_core import GridSpec, HessianAccumulator, gptq_weight, layer_matrix, output_error
+from .groups import GROUP_SIZES, check_group_size
 from .layers import quantizable_layers, weight_of
-from .quant import GRANULARITIES, RANGE_METHODS, check_bits, choose_qparams, dequantize_affine
+from .qspec import IntegerWeight, QuantSpec, spec_storage
+from .quant import GRANULARITIES, RANGE_METHODS, check_bits, choose_qparams, quantize_affine
 
-__all__ = ["GPTQConfig", "GPTQReport", "GPTQLayer", "QuantizedWeight", "gptq", "gptq_layer",
-           "output_error"]
+__all__ = ["GPTQConfig", "GPTQReport", "GPTQLayer", "gptq", "gptq_layer", "output_error"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class GPTQConfig:
         granularity: ``"per_channel"`` (one grid per output row), ``"per_group"`` or
             ``"per_tensor"``.
         group_size: ``32``, ``64`` or ``128`` with ``"per_group"`` (and only then); must divide
-            ``block_size`` and every quantized layer's input dimension.
+            ``block_size``. A layer whose input dimension it does not divide is quantized per
+            channel (as ``BitPlan.apply`` does; listed in ``GPTQReport.fallback``).
         static_groups: per-group grids from the weights before GPTQ updates them (the
             reference's ``--static-groups``). ``None``: static exactly when ``act_order`` (with
             act-order a dynamic group would hold columns scattered over the row, which no
@@ -107,23 +108,18 @@ class GPTQConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def spec(self) -> QuantSpec:
+        """The grid as a plan's :class:`~mixquant_lite.qspec.QuantSpec`."""
+        return QuantSpec(self.granularity, self.range_method, self.group_size)
 
-@dataclass(frozen=True)
-class QuantizedWeight:
-    """What export writes for one layer: ``codes`` (weight's shape, uint8 for ``bits <= 8``
-    else int32), ``scale`` / ``zero_point`` (float32 / int32; shape ``()``, ``(C,)`` or
-    ``(C, K / group_size)`` as :func:`~mixquant_lite.quant.choose_qparams` returns them)."""
-
-    codes: torch.Tensor
-    scale: torch.Tensor
-    zero_point: torch.Tensor
-    bits: int
-    granularity: str
-    group_size: int | None
-
-    def dequantize(self) -> torch.Tensor:
-        """The float32 weight: :func:`~mixquant_lite.quant.dequantize_affine` of the codes."""
-        return dequantize_affine(self.codes, self.scale, self.zero_point)
+    def for_shape(self, shape: tuple[int, ...]) -> GPTQConfig:
+        """This config for a weight of ``shape``: itself, or per channel when the group size
+        does not divide the weight's input dimension."""
+        if self.spec.fits(shape):
+            return self
+        return dataclasses.replace(self, granularity="per_channel", group_size=None,
+                                   static_groups=None)
 
 
 @dataclass
@@ -147,21 +143,24 @@ class GPTQLayer:
 @dataclass
 class GPTQReport:
     """What :func:`gptq` did: ``layers`` (module order), ``weights`` (codes and grids per
-    layer), ``shapes``, ``config``, total ``seconds`` and the layers left in float
-    (``not_quantized``: not in the plan)."""
+    layer, what :func:`mixquant_lite.export` writes with ``weights=report.weights``),
+    ``shapes``, ``config``, total ``seconds``, the layers left in float (``not_quantized``:
+    not in the plan) and the per-group layers quantized per channel (``fallback``)."""
 
     layers: list[GPTQLayer]
-    weights: dict[str, QuantizedWeight]
+    weights: dict[str, IntegerWeight]
     shapes: dict[str, tuple[int, ...]]
     config: GPTQConfig
     seconds: float
     not_quantized: list[str] = field(default_factory=list)
+    fallback: list[str] = field(default_factory=list)
 
     @property
     def storage(self) -> dict:
-        """:func:`mixquant_lite.groups.plan_storage` of the quantized layers (codes + grids)."""
+        """:func:`mixquant_lite.qspec.spec_storage` of the quantized layers (codes + grids,
+        fallback layers per channel)."""
         bits = {r.name: r.bits for r in self.layers}
-        return plan_storage(self.shapes, bits, self.config.granularity, self.config.group_size)
+        return spec_storage(self.config.spec, self.shapes, bits)
 
     @property
     def avg_bits(self) -> float:
@@ -182,7 +181,7 @@ def _spec(cfg: GPTQConfig, bits: int) -> GridSpec:
 def gptq_layer(
     layer: nn.Module, hessian: torch.Tensor, bits: int, config: GPTQConfig | None = None,
     name: str = "layer",
-) -> QuantizedWeight:
+) -> IntegerWeight:
     """GPTQ of one ``Linear`` / ``Conv2d`` weight against ``hessian`` ``(G, K, K)`` (from
     :class:`~mixquant_lite.gptq_core.HessianAccumulator`); the layer is not modified.
 
@@ -218,8 +217,7 @@ def gptq_layer(
     elif cfg.granularity == "per_channel":
         scale, zp = scale[:, 0], zp[:, 0]
     dtype = torch.uint8 if bits <= 8 else torch.int32
-    return QuantizedWeight(codes.to(dtype), scale.contiguous(), zp.contiguous(), bits,
-                           cfg.granularity, cfg.group_size)
+    return IntegerWeight(codes.to(dtype), scale.contiguous(), zp.contiguous(), bits, w.dtype)
 
 
 # ----------------------------------------------------------------------------- the model driver
@@ -301,28 +299,17 @@ def _capture(model: nn.Module, layer: nn.Module, acc: HessianAccumulator, batche
         handle.remove()
 
 
-def _rtn(layer: nn.Module, bits: int, cfg: GPTQConfig) -> QuantizedWeight:
+def _rtn(layer: nn.Module, bits: int, cfg: GPTQConfig) -> IntegerWeight:
     """Round-to-nearest on the same grid settings (layers no calibration input reaches)."""
-    from .quant import quantize_affine
-
-    w = weight_of(layer).detach().float()
-    s, z = choose_qparams(w, bits, cfg.granularity, cfg.range_method, cfg.group_size)
-    return QuantizedWeight(quantize_affine(w, s, z, bits), s, z, bits, cfg.granularity,
-                           cfg.group_size)
-
-
-def output_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:
-    """Mean over the calibration input vectors of ``||(W - W_hat) x||^2``:
-    ``sum_g tr(D_g H_g D_g^T) / 2`` with ``H = 2/N X X^T`` (``(G, K, K)`` or ``(K, K)``)."""
-    hessian = hessian[None] if hessian.dim() == 2 else hessian
-    n_g = hessian.shape[0]
-    d = (w.detach().double() - w_hat.detach().double()).reshape(n_g, w.shape[0] // n_g, -1)
-    return float((torch.bmm(d, hessian.double()) * d).sum() / 2)
+    w = weight_of(layer).detach()
+    s, z = choose_qparams(w.float(), bits, cfg.granularity, cfg.range_method, cfg.group_size)
+    return IntegerWeight(quantize_affine(w.float(), s, z, bits), s, z.to(torch.int32), bits,
+                         w.dtype)
 
 
 def _quantize_layer(
     model: nn.Module, name: str, layer: nn.Module, bits: int, cfg: GPTQConfig, batches: list,
-) -> tuple[GPTQLayer, QuantizedWeight]:
+) -> tuple[GPTQLayer, IntegerWeight]:
     """Capture ``layer``'s inputs in ``model`` over ``batches``, run GPTQ (round to nearest if
     nothing reached it), write the quantized weight into ``layer`` and report it."""
     t = time.perf_counter()
@@ -342,6 +329,22 @@ def _quantize_layer(
     return row, qw
 
 
+def _config_for(plan: Any, config: GPTQConfig | None) -> GPTQConfig:
+    """``config`` checked against a ``BitPlan``'s spec, or built from it when ``None``."""
+    spec = getattr(plan, "spec", None)
+    if config is None:
+        if not isinstance(spec, QuantSpec):
+            return GPTQConfig()
+        return GPTQConfig(granularity=spec.granularity, group_size=spec.group_size,
+                          range_method=spec.range_method)
+    if not isinstance(config, GPTQConfig):
+        raise TypeError(f"config must be a GPTQConfig, got {type(config).__name__}")
+    if isinstance(spec, QuantSpec) and config.spec != spec:
+        raise ValueError(f"config's grid {config.spec} differs from the plan's spec {spec}: "
+                         "pass a config with the plan's granularity, group_size and range_method")
+    return config
+
+
 def gptq(
     model: nn.Module, calib_batches: Any, plan: Any, config: GPTQConfig | None = None,
 ) -> tuple[nn.Module, GPTQReport]:
@@ -352,9 +355,12 @@ def gptq(
         calib_batches: a tensor (one batch), or an iterable of tensors, ``(x, y)`` pairs or dicts
             of keyword inputs (e.g. a tokenizer's output); all are used, each a forward pass.
         plan: an int (every layer at that bit-width), a dict ``{layer: bits}``, or a
-            ``BitPlan`` (its ``.bits``). Layers the plan omits stay float (the plan's fixed
-            layers, e.g. first/last at 8 bits, are quantized at their planned bits).
-        config: a :class:`GPTQConfig` (default: per channel, block 128, 1% damping).
+            ``BitPlan`` (its ``.bits`` and its grid ``.spec``). Layers the plan omits stay
+            float (the plan's fixed layers, e.g. first/last at 8 bits, are quantized at their
+            planned bits).
+        config: a :class:`GPTQConfig` (default: per channel, block 128, 1% damping; for a
+            ``BitPlan``, its spec's grid). With a ``BitPlan`` its grid fields must equal
+            ``plan.spec`` (the plan says how its weights are stored).
 
     Returns:
         ``(quantized_model, report)``: the model's planned weights are
@@ -365,9 +371,7 @@ def gptq(
             a planned layer's input dimension, a non-positive-definite damped Hessian.
     """
     t0 = time.perf_counter()
-    cfg = config if config is not None else GPTQConfig()
-    if not isinstance(cfg, GPTQConfig):
-        raise TypeError(f"config must be a GPTQConfig, got {type(cfg).__name__}")
+    cfg = _config_for(plan, config)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     out = copy.deepcopy(model).eval()
@@ -375,21 +379,19 @@ def gptq(
     if not named:
         raise ValueError("the model has no Conv2d or Linear layer to quantize")
     bits = _resolve_plan(plan, [n for n, _ in named])
-    if cfg.granularity == "per_group":  # refuse before any work
-        for n, m in named:
-            if n in bits:
-                check_group_size(cfg.group_size, weight_of(m)[0].numel(), f"layer {n!r}")
+    shapes = {n: tuple(weight_of(m).shape) for n, m in named if n in bits}
     batches = _batches(calib_batches)
     order = _execution_order(out, named, batches[0])
     modules = dict(named)
     todo = [n for n in order if n in bits] + [n for n, _ in named if n in bits and n not in order]
     results, weights = [], {}
     for name in todo:
-        row, weights[name] = _quantize_layer(out, name, modules[name], bits[name], cfg,
+        row, weights[name] = _quantize_layer(out, name, modules[name], bits[name],
+                                             cfg.for_shape(shapes[name]),
                                              batches if name in order else [])
         results.append(row)
     report = GPTQReport(
-        results, weights, {n: tuple(weight_of(m).shape) for n, m in named if n in bits}, cfg,
-        time.perf_counter() - t0, [n for n, _ in named if n not in bits],
+        results, weights, shapes, cfg, time.perf_counter() - t0,
+        [n for n, _ in named if n not in bits], [n for n in todo if not cfg.spec.fits(shapes[n])],
     )
     return out, report

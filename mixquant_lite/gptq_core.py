@@ -24,7 +24,7 @@ from torch import nn
 
 from .quant import choose_qparams
 
-__all__ = ["HessianAccumulator", "GridSpec", "gptq_weight", "layer_matrix"]
+__all__ = ["HessianAccumulator", "GridSpec", "gptq_weight", "layer_matrix", "output_error"]
 
 
 class HessianAccumulator:
@@ -201,3 +201,12 @@ def gptq_weight(
     inv = torch.argsort(perm)
     codes, scale, zp = codes[inv].T.long(), st.T.contiguous(), zt.T.contiguous()
     return codes, scale, zp
+
+
+def output_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:
+    """Mean over the calibration input vectors of ``||(W - W_hat) x||^2``:
+    ``sum_g tr(D_g H_g D_g^T) / 2`` with ``H = 2/N X X^T`` (``(G, K, K)`` or ``(K, K)``)."""
+    hessian = hessian[None] if hessian.dim() == 2 else hessian
+    n_g = hessian.shape[0]
+    d = (w.detach().double() - w_hat.detach().double()).reshape(n_g, w.shape[0] // n_g, -1)
+    return float((torch.bmm(d, hessian.double()) * d).sum() / 2)

@@ -10,11 +10,13 @@ group** (a smaller last group would need its own storage rule and is not what in
 load); such a layer is refused with an error naming ``group_size`` and the accepted values, and
 the caller decides what to do with it (e.g. keep that layer per channel).
 
-**Storage format** (what :func:`storage_bits` counts): the ``b``-bit integer codes, and for every
-grid one float16 step and one ``b``-bit zero point. So per tensor one grid, per channel one per
+**Storage format** (what :func:`storage_bits` counts, and what :func:`mixquant_lite.export`
+writes): the ``b``-bit integer codes, and for every grid one float32 step (the exact step the
+quantizer used, so a loaded model is bit for bit the simulated one) and one ``b``-bit zero
+point; ``scale_bits=16`` counts a float16 step instead. So per tensor one grid, per channel one per
 output row, per group one per ``g`` weights of a row; biases are not counted (they stay float).
-Bits per weight of a layer with ``n`` weights and ``m`` grids: ``b + m * (16 + b) / n``; e.g.
-4-bit ``g = 128``: ``4 + 20 / 128 = 4.156``.
+Bits per weight of a layer with ``n`` weights and ``m`` grids: ``b + m * (32 + b) / n``; e.g.
+4-bit ``g = 128``: ``4 + 36 / 128 = 4.281`` (``4.156`` with float16 steps).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 GROUP_SIZES = (32, 64, 128)
-SCALE_BITS = 16  # every grid stores its step as float16 (and its zero point in b bits)
+SCALE_BITS = 32  # every grid stores its step as float32, as export writes it (zero: b bits)
 _GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 
 
@@ -102,8 +104,8 @@ def n_grids(shape: Sequence[int] | torch.Size, granularity: str,
 def storage_bits(shape: Sequence[int] | torch.Size, bits: int, granularity: str = "per_tensor",
                  group_size: int | None = None, scale_bits: int = SCALE_BITS) -> int:
     """Bits that store a ``bits``-bit weight of ``shape``: ``numel * bits`` for the codes plus
-    ``(scale_bits + bits)`` per grid (a float16 step by default, a ``bits``-bit zero point).
-    Biases not counted. ``scale_bits=32`` counts float32 steps (what ``export`` writes today)."""
+    ``(scale_bits + bits)`` per grid (a float32 step by default, as ``export`` writes it, and a
+    ``bits``-bit zero point). Biases not counted. ``scale_bits=16`` counts float16 steps."""
     numel = int(tuple(shape)[0]) * input_dim(shape) if len(tuple(shape)) else 1
     return numel * int(bits) + n_grids(shape, granularity, group_size) * (scale_bits + int(bits))
 

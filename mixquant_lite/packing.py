@@ -7,8 +7,11 @@ writes, per layer ``L``:
 - ``L.weight.codes``: the codes ``q`` in ``0 .. 2^b - 1`` packed ``b`` bits each into a ``uint8``
   stream (little-endian bit order, ``ceil(numel * b / 8)`` bytes), in the weight's row-major
   element order;
-- ``L.weight.scale`` (float32) and ``L.weight.zero_point`` (``uint8`` up to 8 bits, else
-  ``int32``), shape ``()`` per tensor or ``(C_out,)`` per channel;
+- ``L.weight.scale``: float32, shape ``()`` per tensor, ``(C_out,)`` per channel or
+  ``(C_out, K / group_size)`` per group (a layer no group size fits: per channel, see
+  :meth:`~mixquant_lite.qspec.QuantSpec.for_shape`);
+- ``L.weight.zero_point``: the zero points (in ``0 .. 2^b - 1``) packed ``b`` bits each like
+  the codes, one per scale in the scale's row-major order;
 
 and every other tensor of the model's ``state_dict`` (biases, BatchNorm, unplanned layers) as it
 is, under ``float.<key>``. The header metadata holds the plan (JSON), each layer's shape and
@@ -19,9 +22,11 @@ weight's dtype) and loads everything into a model of the recorded architecture (
 ``model=`` skeleton you pass): its outputs equal ``plan.apply(model)``'s bit for bit, because
 ``dequantize_affine(quantize_affine(W))`` is the fused fake-quantize round trip exactly.
 
-Storage: the codes take ``plan.size_bytes`` rounded up to whole bytes per layer; the per-layer
-scales and zero points, the float tensors and the JSON header come on top
-(:class:`ExportInfo` gives each part).
+Storage: codes and grids are exactly what :meth:`BitPlan.storage
+<mixquant_lite.plan.BitPlan.storage>` counts (``b``-bit codes, per grid a float32 step and a
+``b``-bit zero point), each packed stream rounded up to whole bytes; the float tensors and the
+JSON header come on top (:class:`ExportInfo` gives each part). Float32 steps, not float16: the
+file holds the exact step the simulation used, so loading is bit for bit (``docs/gptq.md``).
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ __all__ = ["export", "load_quantized", "read_plan", "pack_bits", "unpack_bits", 
            "build_architecture", "register_architecture"]
 
 _FORMAT = "mixquant-lite/quantized"
-_VERSION = "1"
+_VERSION = "2"  # 2: zero points packed b bits each, per-group grids
 
 
 def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -90,7 +95,8 @@ class ExportInfo:
     ``codes``: packed integer codes; ``qparams``: scales and zero points; ``float_tensors``:
     the other tensors (biases, BatchNorm, unplanned layers); ``header``: safetensors header
     (tensor table and metadata, incl. the plan JSON); ``file``: the file (the sum of the four);
-    ``plan_size_bytes``: ``plan.size_bytes`` (``sum(numel * bits) / 8``).
+    ``plan_size_bytes``: the plan's true storage, codes plus grids
+    (``plan.with_shapes(model).storage()["size_bytes"]``).
     """
 
     path: str
@@ -103,8 +109,8 @@ class ExportInfo:
 
     @property
     def quantized_overhead(self) -> float:
-        """``(codes + qparams) / plan_size_bytes - 1``: what the per-layer grids and the
-        byte padding of the codes add to the plan's arithmetic size (a fraction)."""
+        """``(codes + qparams) / plan_size_bytes - 1``: what the byte padding of the packed
+        streams adds to the plan's true storage (a small fraction, >= 0)."""
         return (self.codes + self.qparams) / self.plan_size_bytes - 1.0
 
 
@@ -166,10 +172,10 @@ def export(
             half-written file).
         arch: architecture name recorded for :func:`load_quantized` (default: ``"resnet20"``
             for our ResNet-20; else none, and loading needs a ``model=`` skeleton).
-        weights: the integer codes to write, per planned layer (e.g. ``report.weights`` of
-            :func:`mixquant_lite.brecq`, its learned rounding): the model that was evaluated is
-            what is written. ``None``: round-to-nearest on ``plan.spec``'s grid, the weights
-            of ``plan.apply(model)``.
+        weights: the integer codes to write, per planned layer (``report.weights`` of
+            :func:`mixquant_lite.brecq`, its learned rounding, or of :func:`mixquant_lite.gptq`):
+            the model that was evaluated is what is written. ``None``: round-to-nearest on
+            ``plan.spec``'s grid, the weights of ``plan.apply(model)``.
 
     Returns:
         :class:`ExportInfo` with the measured sizes.
@@ -196,15 +202,15 @@ def export(
                 raise ValueError(f"weights[{name!r}] has {iw.bits} bits and shape "
                                  f"{tuple(iw.codes.shape)}; the plan and model: {bits}, "
                                  f"{tuple(w.shape)}")
-            scale, zp = iw.scale, iw.zero_point
             packed = torch.from_numpy(pack_bits(iw.codes.cpu().numpy(), bits))
+            zp = torch.from_numpy(pack_bits(iw.zero_point.cpu().numpy(), bits))
             tensors[f"{name}.weight.codes"] = packed
-            tensors[f"{name}.weight.scale"] = scale.cpu().contiguous()
-            tensors[f"{name}.weight.zero_point"] = zp.cpu().to(
-                torch.uint8 if bits <= 8 else torch.int32).contiguous()
+            tensors[f"{name}.weight.scale"] = iw.scale.cpu().float().contiguous()
+            tensors[f"{name}.weight.zero_point"] = zp
             codes_bytes += packed.numel()
-            qparam_bytes += 4 * scale.numel() + tensors[f"{name}.weight.zero_point"].nbytes
-            layers[name] = {"bits": bits, "shape": list(w.shape), "dtype": str(w.dtype)}
+            qparam_bytes += 4 * iw.scale.numel() + zp.numel()
+            layers[name] = {"bits": bits, "shape": list(w.shape), "dtype": str(w.dtype),
+                            "grid": list(iw.scale.shape)}
     planned = {f"{n}.weight" for n in plan.bits}
     float_bytes = 0
     for key, t in model.state_dict().items():
@@ -227,7 +233,8 @@ def export(
             tmp.unlink()
     size = path.stat().st_size
     return ExportInfo(str(path), size, codes_bytes, qparam_bytes, float_bytes,
-                      size - codes_bytes - qparam_bytes - float_bytes, plan.size_bytes)
+                      size - codes_bytes - qparam_bytes - float_bytes,
+                      plan.with_shapes(model).storage()["size_bytes"])
 
 
 def _integer_weight(w: torch.Tensor, bits: int, spec: QuantSpec) -> IntegerWeight:
@@ -290,7 +297,9 @@ def load_quantized(path: str | os.PathLike, model: nn.Module | None = None) -> n
         count = math.prod(shape)
         q = unpack_bits(tensors[f"{name}.weight.codes"].numpy(), bits, count).reshape(shape)
         scale = tensors[f"{name}.weight.scale"]
-        zp = tensors[f"{name}.weight.zero_point"].to(torch.int32)
+        grid = tuple(info["grid"])
+        zp = torch.from_numpy(unpack_bits(tensors[f"{name}.weight.zero_point"].numpy(), bits,
+                                          math.prod(grid))).to(torch.int32).reshape(grid)
         dtype = getattr(torch, info["dtype"].removeprefix("torch."))
         state[f"{name}.weight"] = dequantize_affine(torch.from_numpy(q), scale, zp, dtype)
     if model is None:

@@ -26,8 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .groups import SCALE_BITS
 from .layers import is_quantizable, weight_of
-from .qspec import QuantSpec, table_spec
+from .qspec import QuantSpec, spec_storage, table_spec
 from .quant import check_bits
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class BitPlan:
         meta: free-form JSON-able provenance (e.g. ``{"method": "mixquant", "qem": 100.0}``).
         fixed: ``{layer: bits}`` of the layers held at a given bit-width when the plan was made
             (e.g. first and last at 8); a subset of ``bits``.
+        shapes: ``{layer: weight shape}`` for all layers, or empty (unknown: plans made from a
+            QE table). Needed for the true storage (:meth:`storage`: codes plus grids) and for
+            :attr:`fallback_layers`; :meth:`with_shapes` adds them from a model.
     """
 
     bits: Mapping[str, int]
@@ -62,6 +66,7 @@ class BitPlan:
     spec: QuantSpec = field(default_factory=QuantSpec)
     meta: Mapping[str, Any] = field(default_factory=dict)
     fixed: Mapping[str, int] = field(default_factory=dict)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, Mapping) or not isinstance(self.numel, Mapping):
@@ -91,10 +96,22 @@ class BitPlan:
         object.__setattr__(self, "meta", MappingProxyType(dict(self.meta)))
         object.__setattr__(self, "fixed", MappingProxyType({str(k): int(v)
                                                             for k, v in self.fixed.items()}))
+        object.__setattr__(self, "shapes", MappingProxyType(self._checked_shapes(numel)))
+
+    def _checked_shapes(self, numel: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
+        if not self.shapes:
+            return {}
+        shapes = {str(k): tuple(int(d) for d in v) for k, v in self.shapes.items()}
+        if list(shapes) != list(numel):
+            raise ValueError("shapes must name exactly the plan's layers, in its order")
+        wrong = [k for k, sh in shapes.items() if math.prod(sh) != numel[k]]
+        if wrong:
+            raise ValueError(f"shapes of {wrong[:3]} do not match their numel")
+        return shapes
 
     def __reduce__(self):  # read-only mappings do not pickle: rebuild from plain dicts
         return (type(self), (dict(self.bits), dict(self.numel), self.spec, dict(self.meta),
-                             dict(self.fixed)))
+                             dict(self.fixed), dict(self.shapes)))
 
     @property
     def per_channel(self) -> bool:
@@ -103,7 +120,53 @@ class BitPlan:
 
     def with_spec(self, spec: QuantSpec) -> BitPlan:
         """The same plan quantized with ``spec``."""
-        return BitPlan(dict(self.bits), dict(self.numel), spec, dict(self.meta), dict(self.fixed))
+        return BitPlan(dict(self.bits), dict(self.numel), spec, dict(self.meta), dict(self.fixed),
+                       dict(self.shapes))
+
+    def with_shapes(self, model: nn.Module) -> BitPlan:
+        """The same plan with its layers' weight shapes read from ``model`` (checked with
+        :meth:`check_model`)."""
+        self.check_model(model)
+        shapes = {k: tuple(weight_of(model, k).shape) for k in self.bits}
+        return BitPlan(dict(self.bits), dict(self.numel), self.spec, dict(self.meta),
+                       dict(self.fixed), shapes)
+
+    def _need_shapes(self, what: str) -> Mapping[str, tuple[int, ...]]:
+        if not self.shapes:
+            raise ValueError(f"{what} needs the layers' shapes: use plan.with_shapes(model)")
+        return self.shapes
+
+    @property
+    def fallback_layers(self) -> tuple[str, ...]:
+        """Layers a per-group spec quantizes per channel instead (their input dimension is not
+        a multiple of ``spec.group_size``; see :meth:`QuantSpec.for_shape`). Empty for the
+        other granularities.
+
+        Raises:
+            ValueError: a per-group plan without :attr:`shapes`.
+        """
+        if self.spec.group_size is None:
+            return ()
+        shapes = self._need_shapes("fallback_layers of a per-group plan")
+        return tuple(k for k, sh in shapes.items() if not self.spec.fits(sh))
+
+    def storage(self, scale_bits: int = SCALE_BITS) -> dict[str, Any]:
+        """True storage of the quantized weights: :func:`mixquant_lite.groups.plan_storage`
+        (``numel``, ``code_bits``, ``grid_bits``, ``total_bits``, ``avg_bits``, ``size_bytes``)
+        with each layer's grid (:meth:`QuantSpec.for_shape`: fallback layers per channel); every
+        grid is a ``scale_bits`` step (float32 by default, what :func:`mixquant_lite.export`
+        writes) plus a ``b``-bit zero point. Biases not counted.
+
+        Raises:
+            ValueError: the plan has no :attr:`shapes`.
+        """
+        return spec_storage(self.spec, self._need_shapes("storage"), self.bits, scale_bits)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """True bits per weight, grids included (:meth:`storage`'s ``avg_bits``); needs
+        :attr:`shapes`. :attr:`avg_bits` counts the codes only."""
+        return float(self.storage()["avg_bits"])
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -153,10 +216,12 @@ class BitPlan:
         )
 
     def summary(self) -> str:
-        """One line: average bits, weight storage and the ratio to float32."""
+        """One line: average bits, weight storage and the ratio to float32 (and, when the
+        shapes are known, the true bits per weight with the grids)."""
+        grids = f" ({self.bits_per_weight:.3f} with grids)" if self.shapes else ""
         return (
             f"{len(self.bits)} layers, {self.total_numel:,} weights: average {self.avg_bits:.3f} "
-            f"bits, {fmt_bytes(self.size_bytes)} vs {fmt_bytes(self.f32_bytes)} in f32 "
+            f"bits{grids}, {fmt_bytes(self.size_bytes)} vs {fmt_bytes(self.f32_bytes)} in f32 "
             f"({self.compression:.2f}x smaller)"
         )
 
@@ -172,6 +237,7 @@ class BitPlan:
             and dict(self.numel) == dict(other.numel)
             and self.spec == other.spec
             and dict(self.fixed) == dict(other.fixed)
+            and dict(self.shapes) == dict(other.shapes)
         )
 
     __hash__ = None  # type: ignore[assignment]  # equality is by value; not a dict key
@@ -190,6 +256,8 @@ class BitPlan:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
+        extra = ({"bits_per_weight": self.bits_per_weight,
+                  "fallback_layers": list(self.fallback_layers)} if self.shapes else {})
         return {
             "format": _FORMAT,
             "version": _VERSION,
@@ -197,10 +265,13 @@ class BitPlan:
             "spec": self.spec.to_dict(),
             "fixed": dict(self.fixed),
             "layers": [
-                {"name": k, "numel": self.numel[k], "bits": b} for k, b in self.bits.items()
+                {"name": k, "numel": self.numel[k], "bits": b,
+                 **({"shape": list(self.shapes[k])} if self.shapes else {})}
+                for k, b in self.bits.items()
             ],
             "avg_bits": self.avg_bits,
             "size_bytes": self.size_bytes,
+            **extra,
             "meta": dict(self.meta),
         }
 
@@ -234,6 +305,8 @@ class BitPlan:
             layers = data["layers"]
             bits = {e["name"]: e["bits"] for e in layers}
             numel = {e["name"]: e["numel"] for e in layers}
+            shapes = ({e["name"]: e["shape"] for e in layers}
+                      if layers and all("shape" in e for e in layers) else {})
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed BitPlan layers: {e!r}") from None
         if len(bits) != len(layers):
@@ -245,7 +318,7 @@ class BitPlan:
             qspec = QuantSpec(**spec)
         except TypeError as e:
             raise ValueError(f"malformed BitPlan spec {spec!r}: {e}") from None
-        return cls(bits, numel, qspec, data.get("meta") or {}, data.get("fixed") or {})
+        return cls(bits, numel, qspec, data.get("meta") or {}, data.get("fixed") or {}, shapes)
 
     # ------------------------------------------------------------------ application
     def check_model(self, model: nn.Module) -> None:
@@ -272,11 +345,15 @@ class BitPlan:
                 raise ValueError(
                     f"layer {name!r} has {weight_of(m).numel()} weights, the plan expects {n}"
                 )
+            if self.shapes and tuple(weight_of(m).shape) != self.shapes[name]:
+                raise ValueError(f"layer {name!r} has shape {tuple(weight_of(m).shape)}, the "
+                                 f"plan expects {self.shapes[name]}")
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A deep copy of ``model`` whose planned layers' weights are quantized-dequantized
         (vanilla asymmetric round-to-nearest PTQ on this plan's :attr:`spec`, the grid of
-        :meth:`QuantSpec.fake_quantize`). Biases and unplanned layers are left as they are.
+        :meth:`QuantSpec.fake_quantize`: per group where the group size divides the layer's
+        input dimension, else per channel). Biases and unplanned layers are left as they are.
 
         Raises:
             ValueError: a planned layer is missing from ``model``, is not ``Conv2d``/``Linear``

@@ -1,4 +1,4 @@
-"""``mixquant-lite reproduce``: the results table (MixQuant + vanilla PTQ, MixQuant + BRECQ).
+"""``mixquant-lite reproduce``: the results table (MixQuant + vanilla PTQ, + BRECQ, + GPTQ).
 
     mixquant-lite reproduce --quick                       # offline default, CPU, < 15 min
     mixquant-lite reproduce                               # BRECQ recipe settings (hours on CPU)
@@ -17,14 +17,23 @@ Writes ``<out_dir>/<dataset>-<model>.csv``, ``.md`` (table + provenance) and ``.
     BRECQ rows compare like with like. BRECQ quantizes BatchNorm-folded weights, so its plans come
     from the QE table of the folded model; the vanilla rows of this section quantize the unfolded
     weights (BatchNorm kept in float, the package's vanilla PTQ), which is the easier problem.
+    ``gptq``: the same first/last-8 plans at ``config.gptq_bits`` (uniform, MixQuant, budget,
+    from the folded QE table) quantized with GPTQ on the folded weights, on the grid
+    ``config.gptq_spec`` (per group with ``--granularity per_group --group-size g``); weights
+    only. Their true bits per weight (grids included) and fallback layers are in the JSON
+    reports (:mod:`.gptq_rows`).
 ``search``, ``quantizer``
     how the bit-widths were chosen: ``none`` (the FP32 row), ``uniform``, ``MixQuant`` or
     ``budget`` (:func:`plan_for_budget`, least total squared weight error at the same average
-    bit-width); and how the weights were quantized: ``FP32``, ``vanilla`` (round-to-nearest) or
-    ``BRECQ``. The returned DataFrame adds the v0.1 one-string ``method`` label
+    bit-width); and how the weights were quantized: ``FP32``, ``vanilla`` (round-to-nearest),
+    ``BRECQ`` or ``GPTQ``. The returned DataFrame adds the v0.1 one-string ``method`` label
     (:func:`method_label`: ``vanilla``, ``MixQuant + BRECQ``...), derived from these two.
 ``weight_bits``
     average weight bit-width actually achieved, weighted by each layer's number of weights.
+``bits_per_weight``
+    true storage per weight, grids included (:meth:`BitPlan.storage`: a float32 step and a
+    ``b``-bit zero point per grid, per-group layers no group fits counted per channel): the
+    number to compare per-group and per-channel rows by.
 ``act_bits``
     activation bit-width (empty: float activations).
 ``weight_MB``
@@ -47,14 +56,16 @@ plan identical to one already run is not run again (its row says so in ``note``)
 
 From Python: ``reproduce(QUICK)``, or ``reproduce(ReproduceConfig.preset("quick", iters=50))``
 (:mod:`.config`); the modules: :mod:`.config`, :mod:`.run` (driver and its run list),
+:mod:`.gptq_rows` (section ``gptq``),
 :mod:`.table` (columns, row labels), :mod:`.paired` (paired comparisons), :mod:`.report`
 (markdown, provenance, files), :mod:`.timing` (run-time estimate).
 """
 from .config import FULL, QUICK, ReproduceConfig
+from .gptq_rows import gptq_schedule
 from .paired import paired_comparisons
 from .report import render_markdown
 from .run import brecq_schedule, reproduce, workload
 from .table import COLUMNS, method_label
 
 __all__ = ["reproduce", "ReproduceConfig", "QUICK", "FULL", "COLUMNS", "brecq_schedule",
-           "workload", "render_markdown", "paired_comparisons", "method_label"]
+           "gptq_schedule", "workload", "render_markdown", "paired_comparisons", "method_label"]

@@ -2,7 +2,8 @@
 
 Two presets: :data:`FULL` (the BRECQ recipe: 20,000 steps per block, 1,024 calibration images,
 every BRECQ row at every activation setting) and :data:`QUICK` (200 steps, 256 images, the
-MixQuant / budget-plan BRECQ rows with float activations only; fits 15 minutes on 2 CPU cores).
+MixQuant / budget-plan BRECQ rows with float activations only, GPTQ rows at W3 only; fits 15
+minutes on 2 CPU cores).
 ``ReproduceConfig.preset("quick", iters=50)`` is a preset with fields replaced. The config that
 ran is recorded in the output JSON (``provenance.config``).
 """
@@ -13,15 +14,17 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..qspec import QuantSpec
 from ..validate import check_choice, check_int, check_int_tuple
 
 __all__ = ["ReproduceConfig", "QUICK", "FULL", "VANILLA_BITS", "BRECQ_BITS", "BRECQ_BETWEEN",
-           "QEM_GRID"]
+           "GPTQ_BITS", "QEM_GRID"]
 
 VANILLA_BITS = (8, 6, 5, 4, 3, 2)
 BRECQ_BITS = (4, 3, 2)
 # A mixed target between uniform points, where MixQuant's plan is not a uniform one.
 BRECQ_BETWEEN = (2.5,)
+GPTQ_BITS = (4, 3, 2)
 QEM_GRID = tuple(float(2**k) for k in range(1, 15))  # 2 .. 16384
 
 
@@ -43,7 +46,14 @@ class ReproduceConfig:
         vanilla_bits, brecq_bits, qem_grid: the uniform points and the QEMs of the table.
         brecq_between: middle-layer bit-widths between uniform points where MixQuant + BRECQ and
             budget + BRECQ run without a uniform counterpart.
-        seed, per_channel: calibration sample seed; per-output-channel grids everywhere.
+        gptq_bits: middle-layer bit-widths of section ``gptq`` (first/last at 8, like
+            ``brecq``): uniform, MixQuant and budget plans quantized with GPTQ (float
+            activations; ``()``: no GPTQ rows).
+        gptq_granularity, gptq_group_size: the GPTQ rows' grid (``"per_channel"``,
+            ``"per_tensor"`` or ``"per_group"`` with ``gptq_group_size`` in 32/64/128; a layer
+            no group fits is quantized per channel); their plans' ``spec``.
+        seed, per_channel: calibration sample seed; per-output-channel grids for the QE tables,
+            vanilla and BRECQ rows.
         device: ``"cpu"``, ``"cuda"``... (``None``: CUDA when available).
         batch_size, workers, image_size: evaluation loader and ImageNet crop size.
         pretrained: ``False`` only for tests (random weights, never for reported numbers).
@@ -63,6 +73,9 @@ class ReproduceConfig:
     vanilla_bits: tuple[int, ...] = VANILLA_BITS
     brecq_bits: tuple[int, ...] = BRECQ_BITS
     brecq_between: tuple[float, ...] = BRECQ_BETWEEN
+    gptq_bits: tuple[int, ...] = GPTQ_BITS
+    gptq_granularity: str = "per_channel"
+    gptq_group_size: int | None = None
     qem_grid: tuple[float, ...] = QEM_GRID
     seed: int = 0
     per_channel: bool = False
@@ -87,6 +100,13 @@ class ReproduceConfig:
         check_int("image_size", self.image_size, 8)
         for name in ("vanilla_bits", "brecq_bits"):
             object.__setattr__(self, name, check_int_tuple(name, getattr(self, name), 1, 16))
+        g = self.gptq_bits
+        object.__setattr__(self, "gptq_bits", () if isinstance(g, tuple | list) and not g
+                           else check_int_tuple("gptq_bits", g, 1, 16))
+        try:
+            self.gptq_spec  # noqa: B018  (validates granularity and group size together)
+        except ValueError as e:
+            raise ValueError(f"gptq_granularity / gptq_group_size: {e}") from None
         object.__setattr__(self, "act_bits", _act_tuple("act_bits", self.act_bits))
         if self.mixed_act_bits is not None:
             object.__setattr__(self, "mixed_act_bits",
@@ -104,6 +124,11 @@ class ReproduceConfig:
     @property
     def quick(self) -> bool:
         return self.mode == "quick"
+
+    @property
+    def gptq_spec(self) -> QuantSpec:
+        """The GPTQ rows' grid (min/max ranges, as the GPTQ reference)."""
+        return QuantSpec(self.gptq_granularity, "minmax", self.gptq_group_size)
 
     @classmethod
     def preset(cls, mode: str = "full", **overrides: Any) -> ReproduceConfig:
@@ -127,4 +152,5 @@ def _act_tuple(name: str, vals: Any) -> tuple[int | None, ...]:
 
 
 FULL = ReproduceConfig()
-QUICK = ReproduceConfig(mode="quick", iters=200, n_calib=256, mixed_act_bits=(None,))
+QUICK = ReproduceConfig(mode="quick", iters=200, n_calib=256, mixed_act_bits=(None,),
+                        gptq_bits=(3,))

@@ -64,8 +64,9 @@ def markdown(df: pd.DataFrame, prov: dict[str, Any],
         f"evaluations {prov['eval_s']:.0f} s); {prov['date']}",
         "",
         "| " + " | ".join(cols) + " |",
-        "|" + "|".join("---:" if c in ("qem", "weight_bits", "act_bits", "weight_MB", "top1",
-                                       "wall_s") else "---" for c in cols) + "|",
+        "|" + "|".join("---:" if c in ("qem", "weight_bits", "bits_per_weight", "act_bits",
+                                       "weight_MB", "top1", "wall_s") else "---"
+                       for c in cols) + "|",
     ]
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(fmt_cell(r[c]) for c in cols) + " |")
@@ -75,7 +76,9 @@ def markdown(df: pd.DataFrame, prov: dict[str, Any],
         f"average weight bit-width (`matched` = within {MATCH_TOL} bit of `compare_to`). "
         "Section `brecq` keeps the first and last layer at 8 bits for every method; its BRECQ "
         "rows quantize BatchNorm-folded weights (plans from the folded model's QE table), its "
-        "vanilla rows the unfolded ones. `top1` in %, `weight_MB` = weights only.",
+        "vanilla rows the unfolded ones. Section `gptq` quantizes the same kind of plans "
+        "(first/last 8, from the folded table) with GPTQ, weights only. `top1` in %, "
+        "`weight_MB` = weights only.",
     ]
     lines += paired_markdown(paired or [])
     return "\n".join(lines) + "\n"

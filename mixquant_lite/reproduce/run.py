@@ -1,9 +1,10 @@
-"""The ``reproduce`` driver: the results table (MixQuant + vanilla PTQ, MixQuant + BRECQ).
+"""The ``reproduce`` driver: the results table (MixQuant + vanilla PTQ, + BRECQ, + GPTQ).
 
 :func:`reproduce` takes a :class:`~.config.ReproduceConfig` and writes
-``<out_dir>/<dataset>-<model>.csv``, ``.md`` and ``.json``. :func:`brecq_schedule` is the list
-of BRECQ runs the driver executes and :func:`workload` counts it, so the run-time estimate
-(:mod:`.timing`) and the driver cannot drift apart.
+``<out_dir>/<dataset>-<model>.csv``, ``.md`` and ``.json``. :func:`brecq_schedule` and
+:func:`~.gptq_rows.gptq_schedule` are the lists of BRECQ and GPTQ runs the driver executes and
+:func:`workload` counts them, so the run-time estimate (:mod:`.timing`) and the driver cannot
+drift apart.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from ..evaluation import correct_mask
+from ..gptq import gptq
 from ..layers import first_last_layers, quantizable_layers, weight_of
 from ..plan import BitPlan
 from ..recon import brecq, fold_bn
@@ -28,6 +30,7 @@ from ..search import mixquant, plan_for_budget
 from ..table import QETable, qe_table
 from ..zoo.testbeds import Testbed, testbed, testbed_stem
 from .config import ReproduceConfig
+from .gptq_rows import gptq_point, gptq_schedule
 from .report import provenance, write_atomic, write_results
 from .table import matched_label, method_label, mixquant_at, plan_desc, uniform_plan
 
@@ -61,14 +64,17 @@ def brecq_schedule(config: ReproduceConfig) -> list[BrecqPoint]:
 
 
 def workload(config: ReproduceConfig) -> dict[str, int]:
-    """Upper bounds on the work of ``reproduce(config)``: ``{"brecq_runs", "evals", "iters",
-    "n_calib"}`` (evaluations: FP32, every vanilla plan, the BRECQ section's vanilla plans,
-    every BRECQ model), counted on :func:`brecq_schedule`."""
+    """Upper bounds on the work of ``reproduce(config)``: ``{"brecq_runs", "gptq_runs",
+    "evals", "iters", "n_calib"}`` (evaluations: FP32, every vanilla plan, the BRECQ section's
+    vanilla plans, every BRECQ and GPTQ model), counted on :func:`brecq_schedule` and
+    :func:`~.gptq_rows.gptq_schedule`."""
     points = brecq_schedule(config)
     runs = sum(len(p.runs) for p in points)
+    gptq_runs = sum(len(searches) for _, searches in gptq_schedule(config))
     vanilla = sum(3 if p.uniform else 2 for p in points)
-    evals = 1 + len(config.vanilla_bits) + 2 * len(config.qem_grid) + vanilla + runs
-    return {"brecq_runs": runs, "evals": evals, "iters": config.iters, "n_calib": config.n_calib}
+    evals = 1 + len(config.vanilla_bits) + 2 * len(config.qem_grid) + vanilla + runs + gptq_runs
+    return {"brecq_runs": runs, "gptq_runs": gptq_runs, "evals": evals, "iters": config.iters,
+            "n_calib": config.n_calib}
 
 
 def reproduce(config: ReproduceConfig) -> pd.DataFrame:
@@ -96,6 +102,8 @@ def reproduce(config: ReproduceConfig) -> pd.DataFrame:
     _vanilla_section(exp, table, config.vanilla_bits, config.qem_grid)
     for point in brecq_schedule(config):
         _brecq_point(exp, point, table, table_f)
+    for x, _ in gptq_schedule(config):
+        gptq_point(exp, x, table_f, config)
     prov = provenance(config, bed, device=device, brecq_batch_size=min(32, config.n_calib),
                       qe_s=qe_s, eval_s=exp.eval_s, total_s=time.perf_counter() - t_start)
     stem = Path(config.out_dir) / testbed_stem(config.model, config.dataset)
@@ -114,9 +122,9 @@ class Outcome(NamedTuple):
 
 class Experiment:
     """One model with its evaluation images and calibration images: scores plans quantized with
-    vanilla round-to-nearest (:meth:`vanilla`) or BRECQ (:meth:`brecq`), runs each distinct
-    plan once (:meth:`_memo`; BRECQ runs also on disk with ``cache_dir``), and collects the
-    table's rows (:meth:`add`)."""
+    vanilla round-to-nearest (:meth:`vanilla`), BRECQ (:meth:`brecq`) or GPTQ (:meth:`gptq`),
+    runs each distinct plan once (:meth:`memo`; BRECQ runs also on disk with ``cache_dir``),
+    and collects the table's rows (:meth:`add`)."""
 
     def __init__(self, setup: Testbed, *, device: str, verbose: bool, t_start: float,
                  cache_dir: Path | None, brecq_settings: dict[str, Any]) -> None:
@@ -131,6 +139,14 @@ class Experiment:
         self.eval_s = 0.0
         self._seen: dict[tuple, tuple[Outcome, str]] = {}
         self.n_weights = sum(weight_of(m).numel() for _, m in quantizable_layers(self.model))
+        self._folded: nn.Module | None = None
+
+    @property
+    def folded(self) -> nn.Module:
+        """The BatchNorm-folded model (what BRECQ and GPTQ quantize), made once."""
+        if self._folded is None:
+            self._folded = fold_bn(self.model).eval()
+        return self._folded
 
     def score(self, model: nn.Module, wall_s: float = 0.0) -> Outcome:
         """Top-1 (%) and per-image correctness of ``model`` on the evaluation images."""
@@ -140,7 +156,7 @@ class Experiment:
         return Outcome(100.0 * mask.double().mean().item(), wall_s, None,
                        "".join("1" if v else "0" for v in mask.tolist()))
 
-    def _memo(self, key: tuple, label: str, run: Callable[[], Outcome]) -> Outcome:
+    def memo(self, key: tuple, label: str, run: Callable[[], Outcome]) -> Outcome:
         """``run()`` the first time ``key`` is seen; afterwards its outcome, noted as the same
         plan as ``label`` of the first run."""
         if key in self._seen:
@@ -157,7 +173,7 @@ class Experiment:
             qmodel = plan.apply(self.model)
             return self.score(qmodel, time.perf_counter() - t)
 
-        return self._memo(("vanilla", tuple(plan.bits.items())), label, run)
+        return self.memo(("vanilla", tuple(plan.bits.items())), label, run)
 
     def brecq(self, plan: BitPlan, act: int | None, label: str) -> Outcome:
         """BRECQ with ``plan`` at activation bits ``act``, scored (read from ``cache_dir`` when
@@ -179,7 +195,23 @@ class Experiment:
                     correct=out.correct, report=self.reports[label]), default=str))
             return out
 
-        return self._memo(("brecq", tuple(plan.bits.items()), act), label, run)
+        return self.memo(("brecq", tuple(plan.bits.items()), act), label, run)
+
+    def gptq(self, plan: BitPlan, label: str) -> Outcome:
+        """GPTQ of the folded model with ``plan`` (its bits and grid), calibrated on the
+        calibration images in batches of 32, scored; the report (per layer, true bits per
+        weight, fallback layers) kept under ``label``."""
+        def run() -> Outcome:
+            t = time.perf_counter()
+            batches = [b.to(self.device) for b in self.setup.calib.split(32)]
+            qmodel, report = gptq(self.folded, batches, plan)
+            out = self.score(qmodel, time.perf_counter() - t)
+            self.reports[label] = {"bits_per_weight": report.avg_bits,
+                                   "fallback": report.fallback,
+                                   "layers": report.to_frame().to_dict("records")}
+            return out
+
+        return self.memo(("gptq", tuple(plan.bits.items()), str(plan.spec)), label, run)
 
     def _disk(self, plan: BitPlan, act: int | None) -> tuple[Path | None, dict[str, Any]]:
         spec = dict(model=self.setup.model_tag, dataset=self.setup.dataset_tag,
@@ -199,7 +231,9 @@ class Experiment:
         self.masks.append(out.correct)
         self.rows.append(dict(
             section=section, search=search, quantizer=quantizer, qem=qem,
-            weight_bits=32.0 if plan is None else plan.avg_bits, act_bits=act,
+            weight_bits=32.0 if plan is None else plan.avg_bits,
+            bits_per_weight=32.0 if plan is None else plan.with_shapes(self.model).bits_per_weight,
+            act_bits=act,
             weight_MB=(4 * self.n_weights if plan is None else plan.size_bytes) / 1e6,
             top1=out.top1, wall_s=out.wall_s + search_s, compare_to=compare_to,
             matched=matched, plan="f32" if plan is None else plan_desc(plan), note=out.note,

@@ -20,7 +20,8 @@ __all__ = ["COLUMNS", "MATCH_TOL", "method_label", "plan_desc", "uniform_plan", 
            "matched_label", "fmt_cell", "search_columns"]
 
 COLUMNS = [
-    "section", "search", "quantizer", "qem", "weight_bits", "act_bits", "weight_MB", "top1",
+    "section", "search", "quantizer", "qem", "weight_bits", "bits_per_weight", "act_bits",
+    "weight_MB", "top1",
     "wall_s", "compare_to", "matched", "plan", "note",
 ]
 MATCH_TOL = 0.1  # bits

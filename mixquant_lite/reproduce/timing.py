@@ -8,6 +8,12 @@ batches, and extrapolates to a whole job: ``n_runs`` BRECQ runs of ``iters`` ste
 ``n_evals`` evaluations. :func:`estimate_reproduce_time` takes the counts of
 :func:`mixquant_lite.reproduce.run.workload`, the driver's own run list.
 
+GPTQ runs (section ``gptq``) are counted as evaluation-equivalents: one GPTQ run costs about
+:data:`GPTQ_FORWARDS` FP32 forward passes over the calibration images (measured 14.9x on the
+ResNet-20 and 17.4x on the MobileNetV2 with 1,024 images in batches of 128,
+``benchmarks/results/gptq_speed-*.md``; 24-25x with 256 images in batches of 32, the driver's
+setting, one thread), timed at the measured per-image evaluation speed.
+
 The estimate excludes downloads and anything the warm-up did not exercise; identical plans are
 cached by ``reproduce``, so its counts are upper bounds.
 """
@@ -27,7 +33,18 @@ from ..validate import check_int
 from ..zoo.testbeds import testbed
 from .config import ReproduceConfig
 
-__all__ = ["BrecqTimeEstimate", "estimate_brecq_time", "estimate_reproduce_time"]
+__all__ = ["BrecqTimeEstimate", "estimate_brecq_time", "estimate_reproduce_time",
+           "GPTQ_FORWARDS", "gptq_eval_equivalents"]
+
+GPTQ_FORWARDS = 26  # one GPTQ run ~ this many FP32 forwards over the calibration set (upper)
+
+
+def gptq_eval_equivalents(n_runs: int, n_calib: int, n_eval_images: int) -> int:
+    """``n_runs`` GPTQ runs on ``n_calib`` calibration images as a number of evaluations of
+    ``n_eval_images`` images: ``ceil(n_runs * GPTQ_FORWARDS * n_calib / n_eval_images)``."""
+    if n_runs <= 0:
+        return 0
+    return math.ceil(n_runs * GPTQ_FORWARDS * n_calib / max(1, n_eval_images))
 
 
 @dataclass(frozen=True)
@@ -258,7 +275,8 @@ def estimate_reproduce_time(
     Builds the same testbed as ``reproduce`` (so downloads happen here, once), moves the model
     to ``config.device`` (default CUDA when available), and calls :func:`estimate_brecq_time`
     with :func:`~mixquant_lite.reproduce.run.workload`'s counts of the driver's own run list
-    (QE tables, searches and vanilla quantization take seconds and are not counted). Colab::
+    (QE tables, searches and vanilla quantization take seconds and are not counted; GPTQ runs
+    are added as :func:`gptq_eval_equivalents`). Colab::
 
         cfg = ReproduceConfig.preset("quick", model="resnet18", dataset="imagenette",
                                      device="cuda", act_bits=(None,))
@@ -272,9 +290,11 @@ def estimate_reproduce_time(
                   n_calib=config.n_calib, seed=config.seed, batch_size=config.batch_size,
                   workers=config.workers, image_size=config.image_size)
     model = bed.model.to(device).eval()
+    n_eval_images = len(getattr(bed.loader, "dataset", ())) or config.batch_size
+    gptq_evals = gptq_eval_equivalents(work["gptq_runs"], config.n_calib, n_eval_images)
     return estimate_brecq_time(
         model, bed.calib, n_runs=work["brecq_runs"], iters=config.iters,
         n_calib=config.n_calib, warmup_steps=warmup_steps, eval_loader=bed.loader,
-        n_evals=work["evals"], eval_batches=eval_batches, limit_s=limit_s,
+        n_evals=work["evals"] + gptq_evals, eval_batches=eval_batches, limit_s=limit_s,
         batch_size=min(32, config.n_calib),
     )

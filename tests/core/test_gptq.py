@@ -7,6 +7,8 @@ from torch import nn
 
 from mixquant_lite.gptq import GPTQConfig, gptq, gptq_layer, output_error
 from mixquant_lite.gptq_core import GridSpec, HessianAccumulator, gptq_weight
+from mixquant_lite.plan import BitPlan
+from mixquant_lite.qspec import QuantSpec
 from mixquant_lite.quant import choose_qparams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,11 +151,26 @@ def test_config_validation_and_group_size_errors():
     ]:
         with pytest.raises(ValueError, match=match):
             GPTQConfig(**bad)
-    m = nn.Sequential(nn.Linear(48, 4))
-    with pytest.raises(ValueError, match="group_size=32 does not divide .* 48"):
-        gptq(m, torch.randn(8, 48), 4, GPTQConfig(granularity="per_group", group_size=32))
+    m = nn.Sequential(nn.Linear(48, 4), nn.Linear(4, 64), nn.Linear(64, 2))
+    # K = 48 and K = 4 fit no group of 32: those layers are quantized per channel (fallback)
+    q, rep = gptq(m, torch.randn(8, 48), 4, GPTQConfig(granularity="per_group", group_size=32))
+    assert rep.fallback == ["0", "1"]
+    assert rep.weights["0"].scale.shape == (4,) and rep.weights["2"].scale.shape == (2, 2)
+    assert rep.storage["grid_bits"] == (4 + 64 + 2 * 2) * (32 + 4)
     with pytest.raises(TypeError, match="config"):
         gptq(m, torch.randn(8, 48), 4, {"block_size": 4})
+
+
+def test_a_bitplan_drives_bits_and_grid():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    spec = QuantSpec("per_group", group_size=32)
+    plan = BitPlan({"0": 3, "2": 4}, {"0": 64 * 32, "2": 32 * 8}, spec).with_shapes(m)
+    q, rep = gptq(m, correlated(64, 64), plan)
+    assert rep.config.spec == spec and rep.weights["0"].scale.shape == (32, 2)
+    assert rep.avg_bits == pytest.approx(plan.bits_per_weight)
+    with pytest.raises(ValueError, match="spec"):
+        gptq(m, correlated(64, 64), plan, GPTQConfig())
 
 
 def test_a_tiny_gpt_like_model_fed_dicts_with_per_group_grids():
@@ -182,7 +199,7 @@ def test_a_tiny_gpt_like_model_fed_dicts_with_per_group_grids():
     cfg = GPTQConfig(granularity="per_group", group_size=32, act_order=True)
     q, rep = gptq(m, batches, 4, cfg)
     assert len(rep.layers) == 9 and all(r.n_vectors == 3 * 4 * 16 for r in rep.layers)
-    assert rep.avg_bits == pytest.approx(4 + 20 / 32)
+    assert rep.avg_bits == pytest.approx(4 + 36 / 32)  # float32 step + 4-bit zero per group
     assert sum(r.error for r in rep.layers) < sum(r.rtn_error for r in rep.layers)
     with torch.no_grad():
         ref = m(**batches[0])

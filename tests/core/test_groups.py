@@ -161,16 +161,18 @@ def test_mse_range_per_group_is_the_loop_of_per_tensor_mse():
 
 
 def test_storage_accounting():
-    # 4-bit g128 on a 384 x 1536 Linear: 4 + (16 + 4) / 128 bits per weight
-    assert bits_per_weight((384, 1536), 4, "per_group", 128) == pytest.approx(4 + 20 / 128)
-    assert bits_per_weight((384, 1536), 4, "per_channel") == pytest.approx(4 + 20 / 1536)
-    assert bits_per_weight((384, 1536), 4) == pytest.approx(4 + 20 / (384 * 1536))
-    assert bits_per_weight((384, 1536), 4, "per_group", 128, scale_bits=32) == pytest.approx(
-        4 + 36 / 128)
+    # 4-bit g128 on a 384 x 1536 Linear: 4 + (32 + 4) / 128 bits per weight (float32 steps, as
+    # export writes them); float16 steps on request
+    assert bits_per_weight((384, 1536), 4, "per_group", 128) == pytest.approx(4 + 36 / 128)
+    assert bits_per_weight((384, 1536), 4, "per_channel") == pytest.approx(4 + 36 / 1536)
+    assert bits_per_weight((384, 1536), 4) == pytest.approx(4 + 36 / (384 * 1536))
+    assert bits_per_weight((384, 1536), 4, "per_group", 128, scale_bits=16) == pytest.approx(
+        4 + 20 / 128)
     # a conv: 16 x (8 * 3 * 3) = 16 x 72, per channel: 16 grids
     assert n_grids((16, 8, 3, 3), "per_channel") == 16
-    assert storage_bits((16, 8, 4, 4), 3, "per_group", 64) == 16 * 128 * 3 + 16 * 2 * 19
-    rep = plan_storage({"a": (8, 128), "b": (4, 64)}, {"a": 4, "b": 2}, "per_group", 32)
+    assert storage_bits((16, 8, 4, 4), 3, "per_group", 64, 16) == 16 * 128 * 3 + 16 * 2 * 19
+    rep = plan_storage({"a": (8, 128), "b": (4, 64)}, {"a": 4, "b": 2}, "per_group", 32,
+                       scale_bits=16)
     assert rep["code_bits"] == 8 * 128 * 4 + 4 * 64 * 2
     assert rep["grid_bits"] == 8 * 4 * 20 + 4 * 2 * 18
     assert rep["avg_bits"] == pytest.approx(rep["total_bits"] / (8 * 128 + 4 * 64))

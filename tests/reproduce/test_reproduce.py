@@ -25,7 +25,7 @@ from mixquant_lite.zoo.models import data_dir, resnet20
 
 TINY = dict(iters=2, n_calib=32, act_bits=(None,), vanilla_bits=(8, 2), brecq_bits=(2,),
             brecq_between=(), qem_grid=(4096.0,), progress=False, verbose=False, device="cpu",
-            workers=0)
+            workers=0, gptq_bits=())
 
 
 def _run(model: str = "resnet20-mnist5k", dataset: str = "mnist5k", **kw) -> pd.DataFrame:
@@ -310,3 +310,48 @@ def test_paired_comparisons_on_a_stored_v01_table(tmp_path):
     assert json.loads((out / "mnist5k-resnet20-mnist5k.json").read_text())["paired"] == paired
     with pytest.raises(FileNotFoundError, match="render_markdown needs"):
         render_markdown(tmp_path / "missing")
+
+
+@pytest.mark.slow  # ~30 s on one thread (the whole TINY table plus the GPTQ point)
+def test_gptq_rows_with_paired_comparisons(tmp_path):
+    """A TINY run with a GPTQ point on per-group grids: uniform, MixQuant and budget GPTQ rows,
+    the MixQuant/budget ones paired with the uniform GPTQ row; the run list counts them."""
+    from mixquant_lite.reproduce import gptq_schedule, workload
+
+    kw = {**TINY, "gptq_bits": (3,), "gptq_granularity": "per_group", "gptq_group_size": 32}
+    cfg = ReproduceConfig.preset("full", out_dir=tmp_path, pretrained=False, command="pytest",
+                                 **kw)
+    assert gptq_schedule(cfg) == [(3, ("uniform", "MixQuant", "budget"))]
+    assert workload(cfg)["gptq_runs"] == 3
+    assert workload(cfg)["evals"] == workload(ReproduceConfig.preset("full", **TINY))["evals"] + 3
+    df = reproduce(cfg)
+    g = df[df["section"] == "gptq"]
+    assert list(g["search"]) == ["uniform", "MixQuant", "budget"]
+    assert set(g["quantizer"]) == {"GPTQ"} and g["act_bits"].isna().all()
+    # true bits: a float32 step + 3-bit zero per 32 weights (+ 35/32 bits) on the layers that fit
+    assert (g["bits_per_weight"] > g["weight_bits"] + 0.5).all()
+    v = df[df["section"] == "vanilla"].iloc[1:]  # per-tensor grids: a few bits per layer
+    assert ((v["bits_per_weight"] - v["weight_bits"]).between(0, 0.01)).all()
+    assert (g["compare_to"].iloc[1:] == "GPTQ W3 (first/last 8)").all()
+    stored = json.loads((tmp_path / "mnist5k-resnet20-mnist5k.json").read_text())
+    pairs = paired_comparisons(df, stored["per_image_correct"])
+    kinds = sorted(p["kind"] for p in pairs if p["section"] == "gptq")
+    assert kinds == ["MixQuant vs budget", "vs uniform", "vs uniform"]
+    rep = stored["brecq_reports"]["GPTQ W3 (first/last 8)"]
+    assert rep["bits_per_weight"] > 3 and "conv1" in rep["fallback"]  # K = 9: per channel
+
+
+def test_cli_gptq_options(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["mixquant-lite", "reproduce"])
+    parse = cli.build_parser().parse_args
+    cfg = cli.reproduce_config(parse(["reproduce", "--quick", "--gptq-bits", "4", "2",
+                                      "--granularity", "per_group", "--group-size", "64"]))
+    assert cfg.gptq_bits == (4, 2) and cfg.gptq_spec.group_size == 64
+    assert cli.reproduce_config(parse(["reproduce", "--gptq-bits"])).gptq_bits == ()
+    assert QUICK.gptq_bits == (3,) and cli.reproduce_config(parse(["reproduce"])).gptq_bits \
+        == (4, 3, 2)
+    with pytest.raises(cli.CLIError, match="group_size"):
+        cli.reproduce_config(parse(["reproduce", "--granularity", "per_group"]))
+    with pytest.raises(cli.CLIError, match="group_size"):
+        cli.reproduce_config(parse(["reproduce", "--group-size", "48",
+                                    "--granularity", "per_group"]))

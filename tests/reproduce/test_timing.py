@@ -8,9 +8,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mixquant_lite.reproduce import QUICK, ReproduceConfig, brecq_schedule, workload
 from mixquant_lite.reproduce.timing import (
+    GPTQ_FORWARDS,
     BrecqTimeEstimate,
     estimate_brecq_time,
     estimate_reproduce_time,
+    gptq_eval_equivalents,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,10 +81,14 @@ def test_workload_counts_the_drivers_run_list():
     # W4, W3, W2: BRECQ + MixQuant + budget; 2.5: MixQuant + budget
     assert quick["brecq_runs"] == 3 * 3 + 2
     # FP32 + 6 uniform + 14 QEMs x (MixQuant, budget) + BRECQ-section vanilla + BRECQ models
-    assert quick["evals"] == 1 + 6 + 28 + (3 * 3 + 2) + 11
+    # + the GPTQ models (W3: uniform, MixQuant, budget)
+    assert quick["gptq_runs"] == 3
+    assert quick["evals"] == 1 + 6 + 28 + (3 * 3 + 2) + 11 + 3
     assert (quick["iters"], quick["n_calib"]) == (200, 256)
     full = workload(ReproduceConfig.preset("full", act_bits=(None, 8)))
-    assert full["brecq_runs"] == 2 * 11 and full["iters"] == 20000
+    assert full["brecq_runs"] == 2 * 11 and full["iters"] == 20000 and full["gptq_runs"] == 9
+    assert gptq_eval_equivalents(3, 256, 1000) == math.ceil(3 * GPTQ_FORWARDS * 256 / 1000)
+    assert gptq_eval_equivalents(0, 256, 1000) == 0
     assert quick["brecq_runs"] == sum(len(p.runs) for p in brecq_schedule(cfg))
     assert workload(QUICK)["brecq_runs"] == 3 * 4 + 2  # uniform at A32 and A8
 
@@ -93,6 +99,7 @@ def test_estimate_reproduce_time_mnist():
                                  iters=50, pretrained=False, device="cpu", batch_size=100)
     est = estimate_reproduce_time(cfg, warmup_steps=5, eval_batches=1)
     work = workload(cfg)
-    assert est.n_runs == work["brecq_runs"] and est.n_evals == work["evals"]
+    gptq_evals = gptq_eval_equivalents(work["gptq_runs"], 32, 1000)  # MNIST-5k test: 1,000
+    assert est.n_runs == work["brecq_runs"] and est.n_evals == work["evals"] + gptq_evals
     assert est.iters == 50 and len(est.units) == 11 and est.eval_s > 0
     assert est.total_s == pytest.approx(est.n_runs * est.brecq_run_s + est.n_evals * est.eval_s)
