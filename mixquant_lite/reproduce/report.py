@@ -29,8 +29,10 @@ def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(  # a run's own outputs do not make its code dirty
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)results",
+             ":(exclude)benchmarks/results"], cwd=root, capture_output=True, text=True,
+            timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     if not sha:
