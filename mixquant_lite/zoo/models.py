@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "PretrainedUnavailableError",
     "data_dir",
+    "save_checkpoint",
 ]
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -154,6 +155,23 @@ def load_manifest(folder: Path | None = None) -> dict:
 
 
 _ARCHS = {"resnet20": resnet20, "mobilenetv2_mnist": mobilenetv2_mnist}
+
+
+def save_checkpoint(model: nn.Module, folder: Path, name: str, entry: dict) -> Path:
+    """Write ``model``'s state dict to ``folder/<name>.pt`` (atomically: a ``.part`` file
+    renamed) and record it in ``folder/MANIFEST.json`` under ``name`` as ``entry`` plus its
+    ``file`` and ``sha256`` (what :func:`load_pretrained` checks). Returns the checkpoint path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pt"
+    tmp = folder / f"{name}.pt.part"
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    mpath = folder / "MANIFEST.json"
+    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
+    manifest.setdefault("checkpoints", {})[name] = {"file": path.name, **entry,
+                                                    "sha256": _sha256(path)}
+    mpath.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
 
 
 def load_pretrained(name: str = "resnet20-mnist5k", *, folder: Path | None = None) -> nn.Module:

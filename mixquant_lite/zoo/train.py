@@ -10,8 +10,6 @@ cosine learning rate peaking at 0.1, batch 128 (ResNet-20) or as given.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..evaluation import evaluate
 from .data import mnist5k, mnist5k_loader
-from .models import data_dir, mobilenetv2_mnist, resnet20
+from .models import data_dir, mobilenetv2_mnist, resnet20, save_checkpoint
 
 # --model value -> (architecture key in the manifest, builder, default checkpoint name)
 MODELS = {
@@ -98,24 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     model, acc = train(args.epochs, args.seed, batch_size=args.batch_size,
                        model_name=args.model)
     seconds = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    file = f"{args.name}.pt"
-    tmp = args.out / (file + ".part")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(args.out / file)
-    manifest_path = args.out / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest.setdefault("checkpoints", {})[args.name] = {
-        "file": file,
+    path = save_checkpoint(model, args.out, args.name, {
         "arch": arch,
-        "sha256": hashlib.sha256((args.out / file).read_bytes()).hexdigest(),
         "test_top1": round(acc, 4),
         "trained_with": _command(args),
         "train_seconds": round(seconds, 1),
         "torch": torch.__version__,
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"test top-1 {acc:.4f}; {seconds:.0f} s; wrote {args.out / file}")
+    })
+    print(f"test top-1 {acc:.4f}; {seconds:.0f} s; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ entry (SHA-256, held-out loss and perplexity, seconds, the command).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -28,7 +27,7 @@ from .chargpt import (
     train_windows,
     val_chunks,
 )
-from .models import data_dir
+from .models import data_dir, save_checkpoint
 
 
 def train(steps: int, seed: int = 0, lr: float = 3e-3, batch_size: int = 32,
@@ -92,20 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     x, y = val_chunks(load_corpus(), model.cfg.ctx)
     val = float(chunk_nll(model, x, y).mean())
-    args.out.mkdir(parents=True, exist_ok=True)
-    file = f"{args.name}.pt"
-    tmp = args.out / (file + ".part")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(args.out / file)
-    mpath = args.out / "MANIFEST.json"
-    manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
     cmd = (f"python -m mixquant_lite.zoo.train_text --steps {args.steps} --batch-size "
            f"{args.batch_size} --lr {args.lr} --seed {args.seed}")
-    manifest.setdefault("checkpoints", {})[args.name] = {
-        "file": file,
+    path = save_checkpoint(model, args.out, args.name, {
         "arch": "chargpt",
         "kwargs": config_dict(model.cfg),
-        "sha256": hashlib.sha256((args.out / file).read_bytes()).hexdigest(),
         "params": sum(p.numel() for p in model.parameters()),
         "val_loss_nats_per_char": round(val, 4),
         "val_perplexity": round(math.exp(val), 3),
@@ -114,10 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         "train_seconds": round(seconds, 1),
         "train_cpu_seconds": round(cpu, 1),
         "torch": torch.__version__,
-    }
-    mpath.write_text(json.dumps(manifest, indent=2) + "\n")
+    })
     print(f"held-out {val:.4f} nats/char (perplexity {math.exp(val):.3f}); {seconds:.0f} s "
-          f"({cpu:.0f} s CPU); wrote {args.out / file}")
+          f"({cpu:.0f} s CPU); wrote {path}")
 
 
 if __name__ == "__main__":
