@@ -191,9 +191,9 @@ def test_beta_schedule_matches_official_counter(monkeypatch):
     seen: list[float] = []
     orig = br.AdaRoundQuantizer.rounding_reg
 
-    def spy(self, beta):
+    def spy(self, beta, h=None):
         seen.append(float(beta))
-        return orig(self, beta)
+        return orig(self, beta, h)
 
     monkeypatch.setattr(br.AdaRoundQuantizer, "rounding_reg", spy)
     net = nn.Sequential(nn.Conv2d(1, 2, 3)).eval()
