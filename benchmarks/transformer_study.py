@@ -39,10 +39,20 @@ import torch
 from _provenance import commit  # benchmarks/ is on sys.path when run as a script
 from _transformer_stats import holm, paired_items, spearman_clustered
 
-from mixquant_lite import BitPlan, QETable, brecq, mixquant, plan_for_budget, qem_for_budget
+from mixquant_lite import (
+    BitPlan,
+    QETable,
+    QuantSpec,
+    brecq,
+    mixquant,
+    plan_for_budget,
+    qem_for_budget,
+)
 from mixquant_lite.search import model_baseline_qe
 from mixquant_lite.sensitivity import sensitivity_table
 from mixquant_lite.zoo.text_testbeds import TESTBEDS, TextTestbed
+
+PER_CHANNEL = QuantSpec(granularity="per_channel")  # the study's grids
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = (2, 3, 4, 8)  # candidates of the plans (8: MixQuant's baseline)
@@ -136,7 +146,7 @@ def damage(bed: TextTestbed, cache: Cache, qe: QETable, metric: str, items: np.n
             key = f"damage-{i}-{b}"
             hit = cache.get(key)
             if hit is None:
-                q = BitPlan({name: b}, {name: qe.numel[name]}, per_channel=True).apply(bed.model)
+                q = BitPlan({name: b}, {name: qe.numel[name]}, PER_CHANNEL).apply(bed.model)
                 got = np.asarray(bed.evaluate_items(q, items)[metric])
                 hit = (sign * (got - ref[items])).tolist()
                 cache.put(key, hit)
@@ -191,7 +201,7 @@ def plans_at(tabs: dict[str, QETable], avg_bits: float) -> dict[str, BitPlan]:
     plans: dict[str, BitPlan] = {}
     if float(avg_bits).is_integer():
         b = int(avg_bits)
-        plans["uniform"] = BitPlan({n: b for n in qe.layers}, dict(qe.numel), per_channel=True,
+        plans["uniform"] = BitPlan({n: b for n in qe.layers}, dict(qe.numel), PER_CHANNEL,
                                    meta={"method": "uniform"})
     plans["mixquant"] = mixquant(qe, qem_for_budget(qe, avg_bits=avg_bits))
     qem = model_reading_qem(qe, avg_bits)
