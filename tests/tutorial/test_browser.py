@@ -62,6 +62,11 @@ def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp("lab")
     for stem in ("01_roundoff_error", "03_qem_tradeoffs"):
         shutil.copy(ROOT / "notebooks" / f"{stem}.ipynb", work)
+    # JupyterLab 4 renders only the cells near the viewport ("windowing"): a widget far down a
+    # long notebook would not be in the DOM to read. Render every cell.
+    settings = work / ".cfg" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}\n')
     port, token = free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k != "MIXQUANT_STATIC_WIDGETS"}  # live widgets
     env.update(PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(":"),

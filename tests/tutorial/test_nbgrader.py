@@ -11,9 +11,8 @@
     points lost (the hidden test catches it), every other point kept.
 
 Autograding executes every notebook in full, twice (solution and student), plus notebook 01 once
-more: measured 39 min wall on the shared 2-core machine at load 8-9 (most of it 02 and 05, about
-6.5 and 5 min per run there; course build 2.3 min); on an idle 2-core machine expect about a
-third of that. Marked ``slow``: ``make test`` runs it, ``make test-fast`` does not.
+more: measured 794 s wall on the 2-core machine at load about 2 (02: 135-153 s per run, 05:
+about 90 s) and 39 min at load 8-9. Marked ``slow``: ``make test`` runs it, ``make test-fast`` does not.
 """
 from __future__ import annotations
 
