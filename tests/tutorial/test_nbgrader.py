@@ -12,7 +12,8 @@
 
 Autograding executes every notebook in full, twice (solution and student), plus notebook 01 once
 more: measured 794 s wall on the 2-core machine at load about 2 (02: 135-153 s per run, 05:
-about 90 s) and 39 min at load 8-9. Marked ``slow``: ``make test`` runs it, ``make test-fast`` does not.
+about 90 s) and 39 min at load 8-9. Marked ``slow``: ``make test`` runs it, ``make test-fast``
+does not.
 """
 from __future__ import annotations
 
